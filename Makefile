@@ -1,0 +1,52 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything installs into .venv from
+# uv.lock (uv itself is pinned and installed into the venv by pip).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+PORT ?= 8000
+WEB_CONCURRENCY ?= 2
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install run serve worker test lint format migrate demo bench-ledger clean
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv sync --frozen --inexact --quiet
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+# Development: embedded defaults (SQLite, in-memory layer, eager Celery, sandbox gateway), DEBUG.
+run: export DEBUG ?= true
+run: install migrate
+	$(PY) manage.py load_demo
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+
+# Production mode: no demo data, DEBUG off unless set, several Daphne processes on one port.
+serve: export DEBUG ?= false
+serve: install migrate
+	$(PY) -m config.serve --host 127.0.0.1 --port $(PORT) --workers $(WEB_CONCURRENCY)
+
+worker: install
+	$(VENV)/bin/celery -A config worker --beat -Q high,default,webhooks -l INFO --concurrency $${CELERY_CONCURRENCY:-2}
+
+test: export CELERY_TASK_ALWAYS_EAGER ?= true
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* staticfiles .pytest_cache

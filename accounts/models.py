@@ -1,0 +1,58 @@
+import hashlib
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class User(AbstractUser):
+    class Role(models.TextChoices):
+        HOMEOWNER = "homeowner"
+        CONTRACTOR = "contractor"
+        HELPER = "helper"
+        OPERATOR = "operator"
+
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.HOMEOWNER)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(role__in=["homeowner", "contractor", "helper", "operator"]),
+                name="user_role_valid",
+            ),
+        ]
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == self.Role.OPERATOR
+
+
+class ApiKey(models.Model):
+    """A Bearer credential. Only the SHA-256 of the key is kept (the key is 32 random bytes, so
+    a slow hash adds nothing); the short prefix identifies it to people."""
+
+    PREFIX = "esk"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.PREFIX}_{self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()

@@ -1,0 +1,86 @@
+"""Every write to users and API keys."""
+
+import logging
+import secrets
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.exceptions import ApiKeyNotFound, UsernameTaken
+from accounts.models import ApiKey, User
+
+logger = logging.getLogger(__name__)
+
+
+def user_create(*, username: str, role: str, password: str | None = None, email: str = "") -> User:
+    """Create a user with a role. Operators are staff (they use the admin).
+
+    Raises UsernameTaken. Without a password the account cannot log in to the portal (it can
+    still use API keys)."""
+    if role not in User.Role.values:
+        raise ValueError(f"unknown role {role!r}")
+    try:
+        with transaction.atomic():
+            user = User(username=username, email=email, role=role)
+            user.is_staff = role == User.Role.OPERATOR
+            if password:
+                user.set_password(password)
+            else:
+                user.set_unusable_password()
+            user.save()
+    except IntegrityError as exc:
+        raise UsernameTaken(f"The username {username!r} is taken.") from exc
+    return user
+
+
+def api_key_create(*, user: User, name: str = "") -> tuple[ApiKey, str]:
+    """Create a key and return it with the raw key, which is shown once and never stored."""
+    prefix = secrets.token_hex(4)
+    raw_key = f"{ApiKey.PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        user=user, name=name, prefix=prefix, key_hash=ApiKey.hash(raw_key)
+    )
+    return api_key, raw_key
+
+
+def api_key_revoke(*, api_key_id: int, actor: User) -> ApiKey:
+    """Revoke a key of the actor's (operators: anyone's). Idempotent: revoking twice keeps the
+    first time. Raises ApiKeyNotFound."""
+    keys = ApiKey.objects.all() if actor.is_staff else ApiKey.objects.filter(user=actor)
+    updated = keys.filter(pk=api_key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    try:
+        api_key = keys.get(pk=api_key_id)
+    except ApiKey.DoesNotExist as exc:
+        raise ApiKeyNotFound() from exc
+    if updated:
+        _notify_revoked(api_key)
+    return api_key
+
+
+def _notify_revoked(api_key: ApiKey) -> None:
+    """Close the key's open WebSocket connections (realtime listens on this group)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    def send():
+        try:
+            async_to_sync(layer.group_send)(
+                f"apikey.{api_key.pk}", {"type": "auth.revoked", "api_key_id": api_key.pk}
+            )
+        except Exception:  # best effort; open connections re-check their key periodically
+            logger.warning("could not notify revoked key", extra={"api_key_id": api_key.pk})
+
+    transaction.on_commit(send)
+
+
+def api_key_touch(*, api_key: ApiKey, min_interval_seconds: int = 60) -> None:
+    """Record use, at most once a minute per key so authentication does not write per request."""
+    now = timezone.now()
+    if api_key.last_used_at and (now - api_key.last_used_at).total_seconds() < min_interval_seconds:
+        return
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    api_key.last_used_at = now

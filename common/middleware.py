@@ -1,0 +1,37 @@
+from django.conf import settings
+
+# Strict policy: no inline scripts or styles anywhere; the portal's JS and CSS are files.
+_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self' ws: wss:",
+        "frame-ancestors 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "object-src 'none'",
+    ]
+)
+# Swagger UI (drf-spectacular's docs page) needs an inline bootstrap script of its own.
+_RELAXED_PREFIXES = ("/api/v1/docs/",)
+
+
+class ContentSecurityPolicyMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.stripe_js = bool(getattr(settings, "STRIPE_PUBLISHABLE_KEY", ""))
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Content-Security-Policy" in response or request.path.startswith(_RELAXED_PREFIXES):
+            return response
+        policy = _CSP
+        if self.stripe_js:
+            policy = (
+                policy.replace("script-src 'self'", "script-src 'self' https://js.stripe.com")
+                + "; frame-src https://js.stripe.com"
+            )
+        response["Content-Security-Policy"] = policy
+        return response

@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts.api import MeView
+from common.api.exceptions import api_not_found
+from common.health import healthz
+from portal import views as portal_views
+from realtime.api import EventListView
+
+api_v1 = [
+    path("me", MeView.as_view(), name="me"),
+    path("events", EventListView.as_view(), name="events"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^.*$", api_not_found),
+]
+
+urlpatterns = [
+    path("", portal_views.dashboard, name="dashboard"),
+    path("accounts/", include("accounts.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("healthz", healthz, name="healthz"),
+]
+
+admin.site.site_header = "Escrow payments — operations"
+admin.site.site_title = "Escrow payments"

@@ -1,0 +1,72 @@
+from django.conf import settings
+from django.db import models
+
+
+class Event(models.Model):
+    """An append-only row per state change, written in the changing transaction.
+
+    Every consumer (WebSocket clients, outgoing webhooks, notifications, timelines) reads the
+    same ids. `channels` names the WebSocket channels that carry it; `audience` the users
+    allowed to see it (operators see everything)."""
+
+    id = models.BigAutoField(primary_key=True)
+    type = models.CharField(max_length=64, db_index=True)
+    aggregate_type = models.CharField(max_length=32)
+    aggregate_id = models.CharField(max_length=64)
+    data = models.JSONField()
+    channels = models.JSONField(default=list)
+    audience = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["aggregate_type", "aggregate_id", "id"], name="event_aggregate"),
+            models.Index(
+                fields=["id"],
+                name="event_unpublished",
+                condition=models.Q(published_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.type}"
+
+    def as_message(self) -> dict:
+        return {
+            "type": self.type,
+            "id": self.id,
+            "channels": list(self.channels),
+            "data": self.data,
+            "timestamp": self.created_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+class EventRecipient(models.Model):
+    """Who may see an event: lets `GET /api/v1/events?after=` read one index range per user."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="recipients")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "event"], name="event_recipient_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} → user {self.user_id}"
+
+
+class EventChannel(models.Model):
+    """Which channels carry an event: replay after `last_event_id` is one index range each."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="channel_rows")
+    channel = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "event"], name="event_channel_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} on {self.channel}"

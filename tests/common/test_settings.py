@@ -1,0 +1,92 @@
+"""Settings in both modes: the embedded default with nothing set, the real services with
+DATABASE_URL/REDIS_URL. Each is loaded in a fresh interpreter so the environment is exact."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = (
+    "import json, django; from django.conf import settings as s; django.setup();"
+    "print(json.dumps({'db': s.DATABASES['default']['ENGINE'],"
+    "'pool': s.DATABASES['default'].get('OPTIONS', {}).get('pool'),"
+    "'layer': s.CHANNEL_LAYERS['default']['BACKEND'],"
+    "'layer_hosts': s.CHANNEL_LAYERS['default'].get('CONFIG', {}).get('hosts'),"
+    "'cache': s.CACHES['default']['BACKEND'], 'eager': s.CELERY_TASK_ALWAYS_EAGER,"
+    "'broker': s.CELERY_BROKER_URL, 'gateway': s.PAYMENT_GATEWAY, 'debug': s.DEBUG,"
+    "'hosts': s.ALLOWED_HOSTS, 'fee': s.PLATFORM_FEE_PERCENT}))"
+)
+VARIABLES = ("DATABASE_URL", "REDIS_URL", "CELERY_TASK_ALWAYS_EAGER", "DEBUG", "ALLOWED_HOSTS")
+
+
+def load(**overrides) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in VARIABLES}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", **overrides)
+    output = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_nothing_set_gives_the_embedded_default():
+    settings = load()
+
+    assert settings["db"] == "django.db.backends.sqlite3"
+    assert settings["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert settings["cache"].endswith("LocMemCache")
+    assert settings["eager"] is True and settings["broker"] == "memory://"
+    assert settings["gateway"] == "sandbox"
+    assert settings["hosts"] == ["localhost", "127.0.0.1"]
+    assert settings["fee"] == "5"
+
+
+def test_database_and_redis_urls_switch_to_the_real_services():
+    settings = load(
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/x", REDIS_URL="redis://127.0.0.1:6379/3"
+    )
+
+    assert settings["db"] == "django.db.backends.postgresql"
+    assert settings["pool"]["max_size"] >= 10
+    assert settings["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert settings["layer_hosts"][0]["address"] == "redis://127.0.0.1:6379/3"
+    assert settings["layer_hosts"][0]["max_connections"] >= 1000
+    assert settings["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert settings["broker"] == "redis://127.0.0.1:6379/3"
+    assert settings["eager"] is False
+
+
+def test_eager_can_be_forced_with_redis():
+    settings = load(REDIS_URL="redis://127.0.0.1:6379/3", CELERY_TASK_ALWAYS_EAGER="true")
+
+    assert settings["eager"] is True
+
+
+def test_production_settings_pass_check_deploy():
+    env = {key: value for key, value in os.environ.items() if key not in VARIABLES}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DEBUG="false",
+        SECRET_KEY="a-long-random-production-secret-" + "x7Gq2" * 10,
+        SECURE_SSL_REDIRECT="true",
+        SECURE_HSTS_SECONDS="31536000",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="true",
+        SECURE_HSTS_PRELOAD="true",
+        ALLOWED_HOSTS="payments.example.com",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.dumps({}) == "{}"
