@@ -2,7 +2,6 @@
 with printed logins, and a project with milestones between the first two."""
 
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
 from accounts.models import User
 from accounts.services import user_create
@@ -19,23 +18,21 @@ class Command(BaseCommand):
     help = "Load demo users and a demo project once; print the logins."
 
     def handle(self, *args, **options):
-        with transaction.atomic():
-            created = False
-            users = {}
-            for username, role, password in DEMO_USERS:
-                user = User.objects.filter(username=username).first()
-                if user is None:
-                    user = user_create(
-                        username=username,
-                        role=role,
-                        password=password,
-                        email=f"{username}@example.com",
-                    )
-                    if role == User.Role.OPERATOR:
-                        User.objects.filter(pk=user.pk).update(is_superuser=True)
-                    created = True
-                users[role] = user
-            created = self._load_project(users) or created
+        # Each service owns its transaction; a rerun finds what exists and skips it.
+        created = False
+        users = {}
+        for username, role, password in DEMO_USERS:
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                user = user_create(
+                    username=username,
+                    role=role,
+                    password=password,
+                    email=f"{username}@example.com",
+                )
+                created = True
+            users[role] = user
+        created = self._load_project(users) or created
         self.stdout.write("Demo data " + ("loaded." if created else "already present."))
         self.stdout.write("Demo logins (http://127.0.0.1:8000/accounts/login/):")
         for username, role, password in DEMO_USERS:

@@ -1,0 +1,110 @@
+"""The ledger's invariants over the whole database, for `manage.py check_ledger` and tests.
+
+1. Every entry balances: its postings sum to zero, in the entry's currency, with >= 2 legs.
+2. Every stored balance equals the sum of its postings (in the account's normal direction).
+3. No restricted account (escrow, payable, in transit) is negative.
+4. Each milestone's escrow matches its state: its full amount while funded/submitted/
+   inspection/disputed, nothing once released/refunded/split/cancelled or before funding.
+5. Every completed funding payment is posted exactly once (when payments is installed).
+"""
+
+from django.apps import apps
+from django.db.models import Count, Q, Sum
+
+from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
+
+
+def violations(*, limit: int = 100) -> list[str]:
+    found: list[str] = []
+    found += _unbalanced_entries(limit)
+    found += _balances_off(limit)
+    found += _negative_restricted(limit)
+    found += _escrow_against_state(limit)
+    found += _funding_posted_once(limit)
+    return found[:limit]
+
+
+def summary() -> dict[str, int]:
+    return {
+        "entries": JournalEntry.objects.count(),
+        "postings": Posting.objects.count(),
+        "accounts": LedgerAccount.objects.count(),
+        "milestones": Milestone.objects.count(),
+    }
+
+
+def _unbalanced_entries(limit: int) -> list[str]:
+    rows = (
+        JournalEntry.objects.annotate(
+            total=Sum("postings__amount"),
+            legs=Count("postings"),
+            foreign=Count("postings", filter=~Q(postings__currency=models_f("currency"))),
+        )
+        .filter(~Q(total=0) | Q(legs__lt=2) | Q(foreign__gt=0) | Q(total__isnull=True))
+        .values_list("reference", "total", "legs")[:limit]
+    )
+    return [f"entry {ref} unbalanced: sum {total}, {legs} legs" for ref, total, legs in rows]
+
+
+def models_f(name):
+    from django.db.models import F
+
+    return F(name)
+
+
+def _balances_off(limit: int) -> list[str]:
+    problems = []
+    sums = dict(
+        Posting.objects.values("account_id")
+        .annotate(total=Sum("amount"))
+        .values_list("account_id", "total")
+    )
+    mixed = Posting.objects.exclude(currency=models_f("account__currency")).count()
+    if mixed:
+        problems.append(f"{mixed} postings in a currency other than their account's")
+    for account in LedgerAccount.objects.order_by("pk").iterator():
+        expected = sums.get(account.pk, 0) * account.normal_sign
+        if account.balance != expected:
+            problems.append(f"account {account} balance {account.balance} != postings {expected}")
+            if len(problems) >= limit:
+                break
+    return problems
+
+
+def _negative_restricted(limit: int) -> list[str]:
+    rows = LedgerAccount.objects.filter(is_restricted=True, balance__lt=0)[:limit]
+    restricted_kinds = [str(kind) for kind in LedgerAccount.RESTRICTED]
+    unflagged = LedgerAccount.objects.filter(kind__in=restricted_kinds, is_restricted=False)
+    return [f"restricted account {a} is negative: {a.balance}" for a in rows] + [
+        f"account {a} should be restricted" for a in unflagged[:limit]
+    ]
+
+
+def _escrow_against_state(limit: int) -> list[str]:
+    problems = []
+    held = dict(
+        LedgerAccount.objects.filter(kind=LedgerAccount.Kind.ESCROW).values_list(
+            "milestone_id", "balance"
+        )
+    )
+    for milestone in Milestone.objects.only("pk", "status", "amount").iterator():
+        balance = held.get(milestone.pk, 0)
+        expected = milestone.amount if milestone.status in Milestone.HOLDING else 0
+        if balance != expected:
+            problems.append(
+                f"milestone {milestone.pk} is {milestone.status} but escrow holds {balance} "
+                f"(expected {expected})"
+            )
+            if len(problems) >= limit:
+                break
+    return problems
+
+
+def _funding_posted_once(limit: int) -> list[str]:
+    if not apps.is_installed("payments"):
+        return []
+    try:
+        from payments.invariants import funding_violations
+    except ImportError:
+        return []
+    return funding_violations(limit=limit)

@@ -1,0 +1,267 @@
+"""The double-entry ledger: accounts, entries and postings, and the flows of ARCHITECTURE.md.
+
+Every function here joins the caller's transaction (the caller holds the aggregate's lock) and
+must run inside one. Balances change with `UPDATE ... SET balance = balance + delta` in
+ascending account id order, so two transactions touching the same accounts always lock them in
+the same order (no deadlock) and the CHECK constraint refuses any overdraft of a restricted
+account, whatever the code above it believed.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+
+from escrow.exceptions import InsufficientFunds, UnbalancedEntry
+from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
+
+Kind = LedgerAccount.Kind
+
+
+# --- Accounts ---------------------------------------------------------------------------------
+
+
+def _account(*, code: str, kind: str, currency: str, **owner) -> LedgerAccount:
+    account = LedgerAccount.objects.filter(code=code, currency=currency).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return LedgerAccount.objects.create(
+                code=code,
+                kind=kind,
+                currency=currency,
+                is_restricted=kind in LedgerAccount.RESTRICTED,
+                **owner,
+            )
+    except IntegrityError:
+        return LedgerAccount.objects.get(code=code, currency=currency)
+
+
+def gateway_account(provider: str, currency: str) -> LedgerAccount:
+    return _account(code=f"gateway:{provider}", kind=Kind.GATEWAY, currency=currency)
+
+
+def escrow_account(milestone: Milestone) -> LedgerAccount:
+    return _account(
+        code=f"escrow:milestone:{milestone.pk}",
+        kind=Kind.ESCROW,
+        currency=milestone.project.currency,
+        milestone=milestone,
+    )
+
+
+def payable_account(user_id: int, currency: str) -> LedgerAccount:
+    return _account(
+        code=f"payable:user:{user_id}", kind=Kind.PAYABLE, currency=currency, user_id=user_id
+    )
+
+
+def in_transit_account(currency: str) -> LedgerAccount:
+    return _account(code="payout:in_transit", kind=Kind.PAYOUT_IN_TRANSIT, currency=currency)
+
+
+def revenue_account(currency: str) -> LedgerAccount:
+    return _account(code="revenue:fees", kind=Kind.REVENUE, currency=currency)
+
+
+def gateway_fee_account(currency: str) -> LedgerAccount:
+    return _account(code="expense:gateway_fees", kind=Kind.EXPENSE, currency=currency)
+
+
+# --- Posting ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Posted:
+    entry: JournalEntry
+    created: bool
+
+
+def post_entry(
+    *,
+    reference: str,
+    kind: str,
+    currency: str,
+    legs: list[tuple[LedgerAccount, int]],
+    milestone: Milestone | None = None,
+    party_id: int | None = None,
+    memo: str = "",
+) -> Posted:
+    """Post one balanced entry. Idempotent on `reference`: a second call returns the first
+    entry with created=False and changes nothing.
+
+    Raises UnbalancedEntry (legs do not sum to zero, mix currencies, or contain a zero) and
+    InsufficientFunds (a restricted account would go negative; nothing is written then).
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("post_entry() must run inside the caller's transaction")
+    _validate(currency=currency, legs=legs)
+    per_account: dict[int, int] = defaultdict(int)
+    accounts = {}
+    for account, amount in legs:
+        per_account[account.pk] += amount
+        accounts[account.pk] = account
+    try:
+        with transaction.atomic():
+            entry = JournalEntry.objects.create(
+                reference=reference,
+                kind=kind,
+                currency=currency,
+                amount=sum(amount for _, amount in legs if amount > 0),
+                memo=memo[:200],
+                milestone=milestone,
+                project_id=milestone.project_id if milestone is not None else None,
+                party_id=party_id,
+            )
+    except IntegrityError:
+        return Posted(entry=JournalEntry.objects.get(reference=reference), created=False)
+    try:
+        with transaction.atomic():
+            Posting.objects.bulk_create(
+                [
+                    Posting(entry=entry, account=account, amount=amount, currency=currency)
+                    for account, amount in legs
+                ]
+            )
+            for account_id in sorted(per_account):
+                delta = per_account[account_id] * accounts[account_id].normal_sign
+                if delta:
+                    LedgerAccount.objects.filter(pk=account_id).update(balance=F("balance") + delta)
+    except IntegrityError as exc:
+        raise InsufficientFunds(
+            f"Posting {reference} would overdraw a restricted account."
+        ) from exc
+    return Posted(entry=entry, created=True)
+
+
+def _validate(*, currency: str, legs: list[tuple[LedgerAccount, int]]) -> None:
+    if len(legs) < 2:
+        raise UnbalancedEntry("an entry needs at least two legs")
+    for account, amount in legs:
+        if type(amount) is not int or amount == 0:
+            raise UnbalancedEntry(f"leg amounts must be non-zero integers, got {amount!r}")
+        if account.currency != currency:
+            raise UnbalancedEntry(f"{account} is not in {currency}; entries never mix currencies")
+    if sum(amount for _, amount in legs) != 0:
+        raise UnbalancedEntry("legs must sum to zero")
+
+
+# Debits are positive, credits negative.
+def debit(account: LedgerAccount, amount: int) -> tuple[LedgerAccount, int]:
+    return (account, amount)
+
+
+def credit(account: LedgerAccount, amount: int) -> tuple[LedgerAccount, int]:
+    return (account, -amount)
+
+
+# --- The flows --------------------------------------------------------------------------------
+
+
+def post_funding(*, milestone: Milestone, amount: int, provider: str, reference: str) -> Posted:
+    """Funding succeeded: Dr gateway:<provider> / Cr escrow:milestone:<id>."""
+    currency = milestone.project.currency
+    return post_entry(
+        reference=f"fund:{reference}",
+        kind=JournalEntry.Kind.FUND,
+        currency=currency,
+        legs=[
+            debit(gateway_account(provider, currency), amount),
+            credit(escrow_account(milestone), amount),
+        ],
+        milestone=milestone,
+        party_id=milestone.project.homeowner_id,
+    )
+
+
+def post_settlement(
+    *, milestone: Milestone, release_amount: int, fee: int, kind: str, reference: str
+) -> Posted:
+    """Move the milestone's whole escrow out in one entry: the released part to the contractor's
+    payable (minus the fee, which goes to revenue) and the rest back to the gateway (refund).
+    Used for a release (release_amount == escrow), a refund (0) and a split (in between)."""
+    currency = milestone.project.currency
+    escrow = escrow_account(milestone)
+    held = LedgerAccount.objects.values_list("balance", flat=True).get(pk=escrow.pk)
+    refund_amount = held - release_amount
+    if not 0 <= release_amount <= held or not 0 <= fee <= release_amount:
+        raise InsufficientFunds(
+            f"Milestone {milestone.pk} holds {held}; cannot release {release_amount}."
+        )
+    legs = [debit(escrow, held)]
+    payout = release_amount - fee
+    if payout:
+        legs.append(credit(payable_account(milestone.project.contractor_id, currency), payout))
+    if fee:
+        legs.append(credit(revenue_account(currency), fee))
+    if refund_amount:
+        if not milestone.funded_via:
+            raise UnbalancedEntry(f"milestone {milestone.pk} holds money but has no gateway")
+        legs.append(credit(gateway_account(milestone.funded_via, currency), refund_amount))
+    return post_entry(
+        reference=reference,
+        kind=kind,
+        currency=currency,
+        legs=legs,
+        milestone=milestone,
+        party_id=milestone.project.contractor_id if release_amount else None,
+    )
+
+
+def post_payout_started(*, payout_reference: str, user_id: int, amount: int, currency: str):
+    """A payout to a contractor was sent: Dr payable:user:<id> / Cr payout:in_transit."""
+    return post_entry(
+        reference=f"payout:{payout_reference}",
+        kind=JournalEntry.Kind.PAYOUT_STARTED,
+        currency=currency,
+        legs=[
+            debit(payable_account(user_id, currency), amount),
+            credit(in_transit_account(currency), amount),
+        ],
+        party_id=user_id,
+    )
+
+
+def post_payout_paid(
+    *, payout_reference: str, user_id: int, amount: int, currency: str, provider: str
+):
+    """The gateway paid it: Dr payout:in_transit / Cr gateway:<provider>."""
+    return post_entry(
+        reference=f"payout-paid:{payout_reference}",
+        kind=JournalEntry.Kind.PAYOUT_PAID,
+        currency=currency,
+        legs=[
+            debit(in_transit_account(currency), amount),
+            credit(gateway_account(provider, currency), amount),
+        ],
+        party_id=user_id,
+    )
+
+
+def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, currency: str):
+    """A sent payout failed: the money is owed to the contractor again."""
+    return post_entry(
+        reference=f"payout-failed:{payout_reference}",
+        kind=JournalEntry.Kind.PAYOUT_FAILED,
+        currency=currency,
+        legs=[
+            debit(in_transit_account(currency), amount),
+            credit(payable_account(user_id, currency), amount),
+        ],
+        party_id=user_id,
+    )
+
+
+def balance(account: LedgerAccount) -> int:
+    return LedgerAccount.objects.values_list("balance", flat=True).get(pk=account.pk)
+
+
+def escrow_balance_of(milestone_id: int) -> int:
+    return (
+        LedgerAccount.objects.filter(kind=Kind.ESCROW, milestone_id=milestone_id)
+        .values_list("balance", flat=True)
+        .first()
+        or 0
+    )

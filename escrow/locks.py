@@ -1,0 +1,41 @@
+"""Row locks, always taken in one order: project → milestone (→ payments' rows → ledger
+accounts by id, which ledger.post_entry does). `of=("self",)` keeps joins unlocked."""
+
+from django.db.models import Q
+
+from escrow.exceptions import MilestoneNotFound, ProjectNotFound
+from escrow.models import Milestone, Project
+
+
+def _visible(user) -> Q:
+    if user is None or user.is_staff:
+        return Q()
+    return Q(homeowner=user) | Q(contractor=user)
+
+
+def project_for_update(*, project_id: int, actor=None) -> Project:
+    """Lock a project the actor may see (actor None: a system caller)."""
+    project = (
+        Project.objects.select_for_update(of=("self",))
+        .filter(_visible(actor), pk=project_id)
+        .select_related("homeowner", "contractor")
+        .first()
+    )
+    if project is None:
+        raise ProjectNotFound()
+    return project
+
+
+def milestone_for_update(*, milestone_id: int, actor=None) -> Milestone:
+    """Lock the milestone's project, then the milestone (the documented order)."""
+    project_id = Milestone.objects.filter(pk=milestone_id).values_list("project_id", flat=True)
+    project_id = project_id.first()
+    if project_id is None:
+        raise MilestoneNotFound()
+    try:
+        project = project_for_update(project_id=project_id, actor=actor)
+    except ProjectNotFound as exc:
+        raise MilestoneNotFound() from exc
+    milestone = Milestone.objects.select_for_update(of=("self",)).get(pk=milestone_id)
+    milestone.project = project
+    return milestone

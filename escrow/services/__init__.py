@@ -1,0 +1,35 @@
+"""Every write in escrow. Import from here: `from escrow import services`."""
+
+from escrow.services.milestones import (
+    milestone_approve,
+    milestone_auto_release_due,
+    milestone_cancel,
+    milestone_freeze,
+    milestone_fund_start,
+    milestone_funded,
+    milestone_funding_failed,
+    milestone_refund,
+    milestone_request_inspection,
+    milestone_settle_dispute,
+    milestone_submit,
+    transition,
+)
+from escrow.services.projects import project_cancel, project_create, project_sign
+
+__all__ = [
+    "milestone_approve",
+    "milestone_auto_release_due",
+    "milestone_cancel",
+    "milestone_freeze",
+    "milestone_fund_start",
+    "milestone_funded",
+    "milestone_funding_failed",
+    "milestone_refund",
+    "milestone_request_inspection",
+    "milestone_settle_dispute",
+    "milestone_submit",
+    "project_cancel",
+    "project_create",
+    "project_sign",
+    "transition",
+]

@@ -1,0 +1,315 @@
+"""Writes to milestones: every status change and the ledger entries that go with it.
+
+Each entry point takes the locks in the documented order (project → milestone → ledger
+accounts), reads the status from the locked row, checks it against Milestone.TRANSITIONS,
+posts the ledger, emits events and registers after-commit work, all in one transaction.
+"""
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from escrow import hooks, ledger, money
+from escrow.exceptions import FundingMismatch, IllegalTransition, NotAllowed, ProjectNotActive
+from escrow.locks import milestone_for_update
+from escrow.models import JournalEntry, Milestone, Project
+from escrow.services._events import (
+    emit_balance_changed,
+    emit_milestone,
+    emit_status_updated,
+    project_escrow_balance,
+)
+from escrow.services.projects import complete_if_settled
+
+Status = Milestone.Status
+
+_TIMESTAMPS = {
+    Status.FUNDED: "funded_at",
+    Status.SUBMITTED: "submitted_at",
+    Status.APPROVED: "approved_at",
+    Status.RELEASED: "released_at",
+    Status.REFUNDED: "refunded_at",
+    Status.SPLIT: "released_at",
+}
+
+
+def transition(milestone: Milestone, *, to: str, actor: User | None) -> str:
+    """Move a locked milestone to `to` if the table allows it; emit milestone.status_updated.
+    Caller holds the milestone's lock. Returns the previous status."""
+    previous = milestone.status
+    if to not in Milestone.TRANSITIONS[previous]:
+        raise IllegalTransition(obj_name=f"Milestone {milestone.pk}", current=previous, target=to)
+    milestone.status = to
+    update_fields = ["status", "updated_at"]
+    if to in _TIMESTAMPS:
+        setattr(milestone, _TIMESTAMPS[to], timezone.now())
+        update_fields.append(_TIMESTAMPS[to])
+    if to == Status.SUBMITTED:
+        milestone.review_deadline = timezone.now() + settings.MILESTONE_REVIEW_WINDOW
+        update_fields.append("review_deadline")
+    milestone.save(update_fields=update_fields)
+    emit_status_updated(milestone, previous=previous, actor_id=actor.pk if actor else None)
+    return previous
+
+
+def _require(actor: User | None, milestone: Milestone, *roles: str) -> None:
+    """Check the actor's part in the project: "homeowner", "contractor" or "operator"."""
+    if actor is None:
+        return  # a system caller (payments, beat); it has no part to check
+    project = milestone.project
+    allowed = (
+        ("homeowner" in roles and actor.pk == project.homeowner_id)
+        or ("contractor" in roles and actor.pk == project.contractor_id)
+        or ("operator" in roles and actor.is_staff)
+    )
+    if not allowed:
+        raise NotAllowed(f"Only the project's {' or '.join(roles)} may do this.")
+
+
+def _already(milestone: Milestone, *states: str) -> bool:
+    return milestone.status in states
+
+
+# --- Funding (called by payments) -------------------------------------------------------------
+
+
+def milestone_fund_start(*, milestone_id: int, actor: User) -> Milestone:
+    """pending → funding, when the homeowner starts paying.
+
+    Caller: payments, inside the transaction that creates the funding payment (so the caller
+    holds the transaction; this joins it). Raises MilestoneNotFound, NotAllowed,
+    ProjectNotActive and IllegalTransition (not pending: already funding or funded).
+    """
+    milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
+    _require(actor, milestone, "homeowner")
+    if milestone.project.status != Project.Status.ACTIVE:
+        raise ProjectNotActive(
+            f"Project {milestone.project_id} is {milestone.project.status}; "
+            "both parties must sign before funding."
+        )
+    transition(milestone, to=Status.FUNDING, actor=actor)
+    return milestone
+
+
+def milestone_funded(
+    *, milestone_id: int, amount: int, currency: str, reference: str, provider: str
+) -> Milestone:
+    """The funding payment completed: funding → funded, Dr gateway / Cr escrow.
+
+    Caller: payments, inside its transaction, holding the payment's lock. A late success for a
+    milestone that went back to pending passes through funding. Idempotent on `reference`:
+    the same funding twice posts once. Raises FundingMismatch (amount or currency differ) and
+    IllegalTransition (the milestone was cancelled or funded by another payment).
+    """
+    milestone = milestone_for_update(milestone_id=milestone_id)
+    if amount != milestone.amount or currency != milestone.project.currency:
+        raise FundingMismatch(
+            f"Milestone {milestone.pk} needs {milestone.amount} {milestone.project.currency}, "
+            f"got {amount} {currency}."
+        )
+    if milestone.funding_reference == reference:
+        return milestone
+    if milestone.status == Status.PENDING:
+        transition(milestone, to=Status.FUNDING, actor=None)
+    previous_balance = project_escrow_balance(milestone.project_id)
+    transition(milestone, to=Status.FUNDED, actor=None)
+    milestone.funded_via = provider
+    milestone.funding_reference = reference
+    milestone.save(update_fields=["funded_via", "funding_reference"])
+    ledger.post_funding(milestone=milestone, amount=amount, provider=provider, reference=reference)
+    emit_milestone("milestone.funded", milestone, funding_reference=reference)
+    emit_balance_changed(milestone, previous_project_balance=previous_balance, reason="funded")
+    return milestone
+
+
+def milestone_funding_failed(*, milestone_id: int) -> Milestone:
+    """funding → pending when the payment failed, so the homeowner can try again.
+
+    Caller: payments, inside its transaction. Idempotent: a pending milestone is returned as is.
+    Any other state is left alone (a stale failure never overrides a newer state).
+    """
+    milestone = milestone_for_update(milestone_id=milestone_id)
+    if milestone.status == Status.FUNDING:
+        transition(milestone, to=Status.PENDING, actor=None)
+    return milestone
+
+
+# --- The work ---------------------------------------------------------------------------------
+
+
+def milestone_submit(*, milestone_id: int, actor: User) -> Milestone:
+    """The contractor says the work is done: funded → submitted; the review window starts.
+
+    Idempotent. Raises MilestoneNotFound, NotAllowed (not the contractor), IllegalTransition.
+    Emits milestone.status_updated.
+    """
+    with transaction.atomic(durable=True):
+        milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
+        _require(actor, milestone, "contractor")
+        if not _already(milestone, Status.SUBMITTED):
+            transition(milestone, to=Status.SUBMITTED, actor=actor)
+    return milestone
+
+
+def milestone_request_inspection(*, milestone_id: int, actor: User) -> Milestone:
+    """The homeowner asks for an inspection before approving: submitted → inspection.
+    Stops the auto-release clock. Idempotent. Raises as milestone_submit."""
+    with transaction.atomic(durable=True):
+        milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
+        _require(actor, milestone, "homeowner")
+        if not _already(milestone, Status.INSPECTION):
+            transition(milestone, to=Status.INSPECTION, actor=actor)
+    return milestone
+
+
+def milestone_approve(*, milestone_id: int, actor: User | None) -> Milestone:
+    """Approve a submitted (or inspected) milestone and release its escrow.
+
+    Caller: the homeowner, or None for the auto-release after the review window. Idempotent:
+    approving a released milestone returns it. Raises MilestoneNotFound, NotAllowed,
+    IllegalTransition. Posts Dr escrow / Cr contractor payable (amount − fee) / Cr revenue
+    (fee); emits milestone.status_updated (×2), milestone.released, escrow.balance_changed;
+    the payout starts after commit (hook "milestone.released").
+    """
+    with transaction.atomic(durable=True):
+        milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
+        _require(actor, milestone, "homeowner")
+        if _already(milestone, Status.RELEASED):
+            return milestone
+        transition(milestone, to=Status.APPROVED, actor=actor)
+        _settle(milestone, release_amount=milestone.amount, to=Status.RELEASED, actor=actor)
+    return milestone
+
+
+def milestone_refund(*, milestone_id: int, actor: User) -> Milestone:
+    """Give the escrow back to the homeowner: funded|submitted → refunded.
+
+    Caller: the homeowner before the contractor submits, or an operator (also after submit).
+    Idempotent. Raises MilestoneNotFound, NotAllowed, IllegalTransition. Posts Dr escrow /
+    Cr gateway; the gateway refund runs after commit (hook "milestone.refunded").
+    """
+    with transaction.atomic(durable=True):
+        milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
+        _require(actor, milestone, "homeowner", "operator")
+        if _already(milestone, Status.REFUNDED):
+            return milestone
+        if not actor.is_staff and milestone.status != Status.FUNDED:
+            raise IllegalTransition(
+                obj_name=f"Milestone {milestone.pk}",
+                current=milestone.status,
+                target=f"{Status.REFUNDED} (by the homeowner, only before submission)",
+            )
+        _settle(milestone, release_amount=0, to=Status.REFUNDED, actor=actor)
+    return milestone
+
+
+def milestone_cancel(*, milestone_id: int, actor: User) -> Milestone:
+    """Drop a milestone nobody has paid for: pending → cancelled. Homeowner or operator.
+    Idempotent. Raises MilestoneNotFound, NotAllowed, IllegalTransition."""
+    with transaction.atomic(durable=True):
+        milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
+        _require(actor, milestone, "homeowner", "operator")
+        if not _already(milestone, Status.CANCELLED):
+            transition(milestone, to=Status.CANCELLED, actor=actor)
+            complete_if_settled(milestone.project)
+    return milestone
+
+
+def milestone_freeze(*, milestone_id: int, reason: str, actor: User | None = None) -> Milestone:
+    """Hold the escrow while a dispute runs: funded|submitted|inspection → disputed.
+
+    Callers: payments (a gateway charge dispute) and disputes. Joins the caller's transaction
+    if there is one. Idempotent. Raises MilestoneNotFound, IllegalTransition.
+    """
+    with transaction.atomic():
+        milestone = milestone_for_update(milestone_id=milestone_id)
+        if not _already(milestone, Status.DISPUTED):
+            transition(milestone, to=Status.DISPUTED, actor=actor)
+            emit_milestone("milestone.frozen", milestone, reason=reason[:200])
+    return milestone
+
+
+def milestone_settle_dispute(
+    *, milestone_id: int, release_amount: int, actor: User | None = None
+) -> Milestone:
+    """Resolve a disputed milestone: release all (released), nothing (refunded) or part
+    (split) of its escrow to the contractor; the fee applies to the released part only.
+
+    Caller: disputes (or an operator). Joins the caller's transaction if any. Idempotent once
+    settled. Raises IllegalTransition, InsufficientFunds (more than held).
+    """
+    with transaction.atomic():
+        milestone = milestone_for_update(milestone_id=milestone_id)
+        if milestone.status in (Status.RELEASED, Status.REFUNDED, Status.SPLIT):
+            return milestone
+        if type(release_amount) is not int or not 0 <= release_amount <= milestone.amount:
+            raise FundingMismatch(f"release_amount must be between 0 and {milestone.amount}.")
+        if release_amount == milestone.amount:
+            to = Status.RELEASED
+        elif release_amount == 0:
+            to = Status.REFUNDED
+        else:
+            to = Status.SPLIT
+        _settle(milestone, release_amount=release_amount, to=to, actor=actor)
+    return milestone
+
+
+def _settle(milestone: Milestone, *, release_amount: int, to: str, actor: User | None) -> None:
+    """Move the whole escrow out in one entry and fire the after-commit hooks. Caller holds the
+    milestone's lock inside its transaction."""
+    previous_balance = project_escrow_balance(milestone.project_id)
+    fee = money.platform_fee(release_amount)
+    kind = {
+        Status.RELEASED: JournalEntry.Kind.RELEASE,
+        Status.REFUNDED: JournalEntry.Kind.REFUND,
+        Status.SPLIT: JournalEntry.Kind.SPLIT,
+    }[to]
+    transition(milestone, to=to, actor=actor)
+    ledger.post_settlement(
+        milestone=milestone,
+        release_amount=release_amount,
+        fee=fee,
+        kind=kind,
+        reference=f"{kind}:{milestone.pk}",
+    )
+    refund_amount = milestone.amount - release_amount
+    if release_amount:
+        emit_milestone(
+            "milestone.released",
+            milestone,
+            released_amount=release_amount,
+            fee=fee,
+            payout_amount=release_amount - fee,
+        )
+        hooks.fire_on_commit("milestone.released", milestone_id=milestone.pk)
+    if refund_amount:
+        emit_milestone("milestone.refunded", milestone, refunded_amount=refund_amount)
+        hooks.fire_on_commit("milestone.refunded", milestone_id=milestone.pk)
+    emit_balance_changed(milestone, previous_project_balance=previous_balance, reason=to)
+    complete_if_settled(milestone.project)
+
+
+# --- Beat -------------------------------------------------------------------------------------
+
+
+def milestone_auto_release_due(*, now=None, batch_size: int = 100) -> list[int]:
+    """Release submitted milestones whose review window passed without an approval, an
+    inspection request or a dispute. Each runs in its own transaction; a milestone that moved
+    meanwhile is skipped (the locked row is re-read). Returns the ids released."""
+    now = now or timezone.now()
+    due = list(
+        Milestone.objects.filter(status=Status.SUBMITTED, review_deadline__lte=now)
+        .order_by("review_deadline")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    released = []
+    for milestone_id in due:
+        with transaction.atomic(durable=True):
+            milestone = milestone_for_update(milestone_id=milestone_id)
+            if milestone.status != Status.SUBMITTED or milestone.review_deadline > now:
+                continue
+            transition(milestone, to=Status.APPROVED, actor=None)
+            _settle(milestone, release_amount=milestone.amount, to=Status.RELEASED, actor=None)
+            released.append(milestone_id)
+    return released
