@@ -123,6 +123,10 @@ IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.OperatorPermissionsBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -180,6 +184,10 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-prune": {
         "task": "common.idempotency_prune",
         "schedule": timedelta(hours=1),
+    },
+    "escrow-auto-release": {
+        "task": "escrow.milestone_auto_release_due",
+        "schedule": timedelta(minutes=5),
     },
     "events-publish-unpublished": {
         "task": "realtime.events_publish_unpublished",

@@ -11,6 +11,7 @@ from realtime.api import EventListView
 api_v1 = [
     path("me", MeView.as_view(), name="me"),
     path("events", EventListView.as_view(), name="events"),
+    path("", include("escrow.api")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^.*$", api_not_found),
