@@ -37,6 +37,12 @@ def pytest_collection_modifyitems(config, items):
 def _test_settings(settings):
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    # Password hashing dominates factory time; tests do not need a slow hash.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The sandbox gateway's webhooks and timers wait for an explicit flush in tests (no
+    # background threads): payments.gateways.sandbox.flush().
+    settings.SANDBOX_WEBHOOK_DELIVERY = "outbox"
+    settings.PAYMENTS_RETRY_TIMERS = False
 
 
 @pytest.fixture(autouse=True)
