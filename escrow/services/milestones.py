@@ -41,12 +41,13 @@ def transition(milestone: Milestone, *, to: str, actor: User | None) -> str:
     if to not in Milestone.TRANSITIONS[previous]:
         raise IllegalTransition(obj_name=f"Milestone {milestone.pk}", current=previous, target=to)
     milestone.status = to
+    now = timezone.now()
     update_fields = ["status", "updated_at"]
     if to in _TIMESTAMPS:
-        setattr(milestone, _TIMESTAMPS[to], timezone.now())
+        setattr(milestone, _TIMESTAMPS[to], now)
         update_fields.append(_TIMESTAMPS[to])
     if to == Status.SUBMITTED:
-        milestone.review_deadline = timezone.now() + settings.MILESTONE_REVIEW_WINDOW
+        milestone.review_deadline = now + settings.MILESTONE_REVIEW_WINDOW
         update_fields.append("review_deadline")
     milestone.save(update_fields=update_fields)
     emit_status_updated(milestone, previous=previous, actor_id=actor.pk if actor else None)

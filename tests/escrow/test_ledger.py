@@ -1,0 +1,118 @@
+"""The ledger's own rules: balanced entries, no mixed currencies, one entry per reference,
+no overdraft of a restricted account (the database CHECK), and check_ledger's verdicts."""
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from escrow import invariants, ledger
+from escrow.exceptions import InsufficientFunds, UnbalancedEntry
+from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
+from tests.escrow.factories import MilestoneFactory, fund
+
+pytestmark = pytest.mark.django_db
+
+
+def accounts():
+    milestone = MilestoneFactory()
+    return milestone, ledger.gateway_account("sandbox", "usd"), ledger.escrow_account(milestone)
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [[100, -99], [100], [0, 0], [100, -100, 0], [1.5, -1.5]],
+)
+def test_unbalanced_or_malformed_legs_are_refused(amounts):
+    _, gateway, escrow = accounts()
+    legs = [(gateway if i % 2 == 0 else escrow, a) for i, a in enumerate(amounts)]
+
+    with pytest.raises(UnbalancedEntry), transaction.atomic():
+        ledger.post_entry(reference="bad", kind="adjustment", currency="usd", legs=legs)
+
+    assert not JournalEntry.objects.exists() and not Posting.objects.exists()
+
+
+def test_an_entry_never_mixes_currencies():
+    _, gateway, _ = accounts()
+    euros = ledger.revenue_account("eur")
+
+    with pytest.raises(UnbalancedEntry), transaction.atomic():
+        ledger.post_entry(
+            reference="mixed", kind="adjustment", currency="usd", legs=[(gateway, 5), (euros, -5)]
+        )
+
+    assert not JournalEntry.objects.exists()
+
+
+def test_one_reference_posts_once():
+    _, gateway, escrow = accounts()
+    legs = [(gateway, 500), (escrow, -500)]
+
+    with transaction.atomic():
+        first = ledger.post_entry(reference="r1", kind="fund", currency="usd", legs=legs)
+        second = ledger.post_entry(reference="r1", kind="fund", currency="usd", legs=legs)
+
+    assert first.created and not second.created and first.entry.pk == second.entry.pk
+    assert ledger.balance(escrow) == 500 and Posting.objects.count() == 2
+
+
+def test_overdrawing_escrow_is_refused_by_the_database_and_nothing_is_written():
+    _, gateway, escrow = accounts()
+
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        ledger.post_entry(
+            reference="overdraw", kind="refund", currency="usd", legs=[(escrow, 1), (gateway, -1)]
+        )
+
+    assert ledger.balance(escrow) == 0
+    assert not JournalEntry.objects.exists()
+
+
+def test_must_run_inside_a_transaction():
+    _, gateway, escrow = accounts()
+
+    with pytest.raises(RuntimeError):
+        ledger.post_entry(
+            reference="x", kind="fund", currency="usd", legs=[(gateway, 1), (escrow, -1)]
+        )
+
+
+def test_accounts_are_created_once_per_code_and_currency():
+    milestone = MilestoneFactory()
+
+    assert ledger.escrow_account(milestone).pk == ledger.escrow_account(milestone).pk
+    assert ledger.payable_account(1, "usd").pk != ledger.payable_account(1, "eur").pk
+    assert ledger.escrow_account(milestone).is_restricted
+    assert not ledger.gateway_account("sandbox", "usd").is_restricted
+
+
+def test_check_ledger_passes_with_a_summary(capsys):
+    fund(MilestoneFactory())
+
+    call_command("check_ledger")
+
+    output = capsys.readouterr().out.strip()
+    assert output.startswith("ledger ok: 1 entries, 2 postings")
+    assert len(output.splitlines()) == 1
+
+
+def test_check_ledger_fails_on_a_balance_that_disagrees_with_its_postings(capsys):
+    milestone = MilestoneFactory()
+    fund(milestone)
+    LedgerAccount.objects.filter(code="gateway:sandbox").update(balance=1)
+
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("check_ledger")
+
+    assert exit_info.value.code == 1
+    assert "gateway:sandbox" in capsys.readouterr().out
+
+
+def test_check_ledger_fails_when_escrow_disagrees_with_the_milestone_state():
+    milestone = MilestoneFactory()
+    fund(milestone)
+    Milestone.objects.filter(pk=milestone.pk).update(status="released")
+
+    problems = invariants.violations()
+
+    assert any(f"milestone {milestone.pk} is released" in p for p in problems)
