@@ -24,8 +24,11 @@ def _first_validation_error(detail, prefix: str = "") -> tuple[str | None, str, 
     """Walk DRF's nested ValidationError detail to its first message and the field's path."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = "" if key == "non_field_errors" else str(key)
-            path = f"{prefix}.{name}" if prefix and name else (prefix or name)
+            if isinstance(key, int):  # a ListSerializer's errors, keyed by item index
+                path = f"{prefix}[{key}]"
+            else:
+                name = "" if key == "non_field_errors" else str(key)
+                path = f"{prefix}.{name}" if prefix and name else (prefix or name)
             return _first_validation_error(value, path)
     if isinstance(detail, list) and detail:
         for index, item in enumerate(detail):

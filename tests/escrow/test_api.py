@@ -76,9 +76,7 @@ def test_bad_project_input_is_400_naming_the_field_and_nothing_is_written(
 
 
 def test_the_contractor_must_be_a_contractor(homeowner, stranger):
-    response = homeowner.post(
-        "/api/v1/projects", project_body(stranger, contractor=stranger.user.username)
-    )
+    response = homeowner.post("/api/v1/projects", project_body(stranger))
 
     assert response.status_code == 400 and response.json()["error"]["field"] == "contractor"
 

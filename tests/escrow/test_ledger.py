@@ -68,6 +68,7 @@ def test_overdrawing_escrow_is_refused_by_the_database_and_nothing_is_written():
     assert not JournalEntry.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_must_run_inside_a_transaction():
     _, gateway, escrow = accounts()
 
