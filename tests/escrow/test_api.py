@@ -12,10 +12,10 @@ from tests.escrow.factories import MilestoneFactory, ProjectFactory, fund
 pytestmark = pytest.mark.django_db
 
 
-def project_body(contractor, **overrides):
+def project_body(contractor_party, **overrides):
     body = {
         "title": "Roof",
-        "contractor": contractor.user.username,
+        "contractor": contractor_party.user.username,
         "currency": "usd",
         "milestones": [{"title": "Tear-off", "amount": 120_000, "due_date": "2027-01-15"}],
     }
