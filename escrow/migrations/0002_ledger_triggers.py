@@ -80,12 +80,14 @@ DROP FUNCTION IF EXISTS escrow_ledger_immutable();
 
 def forward(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD)
+        # params=None: the SQL holds RAISE's own `%` placeholders, which must reach PostgreSQL
+        # as written instead of being taken for query parameters.
+        schema_editor.execute(FORWARD, params=None)
 
 
 def backward(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD)
+        schema_editor.execute(BACKWARD, params=None)
 
 
 class Migration(migrations.Migration):
