@@ -2,15 +2,14 @@
 or selector, and renders."""
 
 from django.urls import path
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from escrow import selectors, services
 from escrow.serializers import (
-    BalanceSerializer,
     MilestoneSerializer,
     ProjectCreateSerializer,
     ProjectSerializer,
@@ -123,8 +122,26 @@ def _milestone_action(service, description: str):
 
 class BalancesView(APIView):
     @extend_schema(
-        responses=serializers.DictField(child=BalanceSerializer()),
-        description="Per currency: escrow_held, pending, payable and paid_out for the caller.",
+        responses={
+            200: OpenApiResponse(
+                response=OpenApiTypes.OBJECT,
+                description="Per currency code: escrow_held, pending, payable and paid_out "
+                "for the caller, in minor units.",
+                examples=[
+                    OpenApiExample(
+                        "Contractor",
+                        value={
+                            "usd": {
+                                "escrow_held": 0,
+                                "pending": 0,
+                                "payable": 114000,
+                                "paid_out": 0,
+                            }
+                        },
+                    )
+                ],
+            )
+        },
     )
     def get(self, request):
         return Response(selectors.balances_for_user(user=request.user))

@@ -1,9 +1,13 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from escrow import money
 from escrow.models import Milestone, Project
 
 
+@extend_schema_field(
+    {"type": "integer", "format": "int64", "minimum": 1, "maximum": money.MAX_AMOUNT}
+)
 class MinorUnitsField(serializers.Field):
     """An amount in minor units: a JSON integer only (no floats, strings or booleans)."""
 
