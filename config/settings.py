@@ -193,6 +193,18 @@ CELERY_BEAT_SCHEDULE = {
         "task": "realtime.events_publish_unpublished",
         "schedule": timedelta(seconds=30),
     },
+    "events-dispatch-undispatched": {
+        "task": "realtime.events_dispatch_undispatched",
+        "schedule": timedelta(seconds=60),
+    },
+    "events-prune-replay-index": {
+        "task": "realtime.events_prune_replay_index",
+        "schedule": timedelta(hours=1),
+    },
+    "webhook-deliveries-enqueue-due": {
+        "task": "realtime.webhook_deliveries_enqueue_due",
+        "schedule": timedelta(seconds=10),
+    },
 }
 
 # --- API --------------------------------------------------------------------------------------
@@ -241,6 +253,26 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 SANDBOX_WEBHOOK_SECRET = env.str("SANDBOX_WEBHOOK_SECRET", default="whsec_sandbox_development")
 MILESTONE_REVIEW_WINDOW = timedelta(days=env.int("MILESTONE_REVIEW_WINDOW_DAYS", default=14))
+
+# --- Realtime (realtime/; see docs/PERFORMANCE.md "Realtime") ---
+REALTIME_HEARTBEAT_SECONDS = env.float("REALTIME_HEARTBEAT_SECONDS", default=25.0)
+REALTIME_AUTH_RECHECK_SECONDS = env.float("REALTIME_AUTH_RECHECK_SECONDS", default=300.0)
+# Per connection: messages waiting to be written, and bytes the server may hold unsent for a
+# client that does not read; past both the connection is closed with 4008 (it resumes).
+REALTIME_SEND_QUEUE_SIZE = env.int("REALTIME_SEND_QUEUE_SIZE", default=1000)
+REALTIME_SEND_BUFFER_BYTES = env.int("REALTIME_SEND_BUFFER_BYTES", default=256 * 1024)
+REALTIME_DEDUPE_WINDOW = env.int("REALTIME_DEDUPE_WINDOW", default=10_000)
+REALTIME_PUBLISH_TIMEOUT_SECONDS = env.float("REALTIME_PUBLISH_TIMEOUT_SECONDS", default=5.0)
+REALTIME_PRESENCE_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="escrowpay")
+# Resume (WebSocket last_event_id, GET /api/v1/events?after=) works this far back.
+REALTIME_REPLAY_RETENTION = timedelta(days=env.int("REALTIME_REPLAY_RETENTION_DAYS", default=30))
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+# Waits after failed attempt 1, 2, ...: 8 attempts over about 27 hours.
+WEBHOOK_RETRY_DELAYS_SECONDS = [5, 300, 1800, 7200, 18000, 36000, 36000]
+WEBHOOK_REQUEUE_AFTER = timedelta(minutes=5)
+WEBHOOK_SECRET_ROTATION_OVERLAP = timedelta(hours=24)
 
 # --- Static files, i18n -----------------------------------------------------------------------
 STATIC_URL = "/static/"

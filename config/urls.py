@@ -6,11 +6,10 @@ from accounts.api import MeView
 from common.api.exceptions import api_not_found
 from common.health import healthz
 from portal import views as portal_views
-from realtime.api import EventListView
 
 api_v1 = [
     path("me", MeView.as_view(), name="me"),
-    path("events", EventListView.as_view(), name="events"),
+    path("", include("realtime.urls")),
     path("", include("escrow.api")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -1,10 +1,14 @@
-"""WebSocket authentication: `?token=<api key>` or the portal session cookie."""
+"""WebSocket authentication (`?token=<api key>` or the portal session cookie), the Origin
+rule, and a probe of how much the server still has to write to the client."""
 
-from urllib.parse import parse_qs
+import functools
+from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http.request import validate_host
 
 
 @database_sync_to_async
@@ -21,15 +25,75 @@ class _TokenAuthMiddleware:
     async def __call__(self, scope, receive, send):
         query = parse_qs(scope.get("query_string", b"").decode())
         token = (query.get("token") or [""])[0]
+        scope = dict(scope)
         if token:
             api_key = await _api_key_for_token(token)
-            scope = dict(scope)
             scope["user"] = api_key.user if api_key else AnonymousUser()
             scope["api_key_id"] = api_key.pk if api_key else None
             scope["auth_method"] = "token"
+        else:
+            scope["auth_method"] = "session"
         return await self.inner(scope, receive, send)
+
+
+def header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin1")
+    return None
+
+
+def origin_is_allowed(scope) -> bool:
+    """The contract's Origin rule: an Origin header must name a host in ALLOWED_HOSTS;
+    session-authenticated connections must send one (browsers always do, and the cookie
+    alone is what a cross-site page would ride on); token clients may omit it."""
+    origin = header(scope, b"origin")
+    if origin is None:
+        return scope.get("auth_method") == "token"
+    host = urlsplit(origin).hostname
+    if not host:
+        return False
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return validate_host(host, allowed)
+
+
+class _TransportProbe:
+    """ASGI has no backpressure for `websocket.send`: Daphne writes into the Twisted transport,
+    which buffers without limit for a client that does not read. When the server is Daphne we
+    can see that buffer, so each connection's sender waits while it is over a limit and its
+    own bounded queue fills instead (see realtime.consumers). Under other servers (or the test
+    communicator) there is no probe and the queue alone bounds what waits in this process."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        probe = _buffered_bytes_probe(send)
+        if probe is not None:
+            scope = dict(scope)
+            scope["realtime.buffered_bytes"] = probe
+        return await self.inner(scope, receive, send)
+
+
+def _buffered_bytes_probe(send):
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    protocol = send.args[-1]
+    if not hasattr(getattr(protocol, "transport", None), "dataBuffer"):
+        return None
+
+    def buffered_bytes() -> int:
+        transport = protocol.transport
+        if transport is None:
+            return 0
+        pending = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+        return pending + getattr(transport, "_tempDataLen", 0)
+
+    return buffered_bytes
 
 
 def WebSocketAuthMiddleware(inner):
     """Session auth first (cookie), then a token, when present, takes precedence."""
-    return AuthMiddlewareStack(_TokenAuthMiddleware(inner))
+    return _TransportProbe(AuthMiddlewareStack(_TokenAuthMiddleware(inner)))

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 
 from django.db import connection, transaction
+from django.db.models import Max
 
 from realtime.models import Event, EventChannel, EventRecipient
 
@@ -43,10 +44,16 @@ def emit(
     audience_ids = sorted({_user_id(user) for user in audience})
     channel_names = list(dict.fromkeys(channels))
     aggregate_type, aggregate_id = aggregate
+    # Safe from races: the lock above (PostgreSQL) or the IMMEDIATE transaction (SQLite)
+    # serialises every emitting transaction, and a unique constraint backs it up.
+    previous = Event.objects.filter(
+        aggregate_type=aggregate_type, aggregate_id=str(aggregate_id)
+    ).aggregate(last=Max("sequence"))["last"]
     event = Event.objects.create(
         type=type,
         aggregate_type=aggregate_type,
         aggregate_id=str(aggregate_id),
+        sequence=(previous or 0) + 1,
         data=data,
         channels=channel_names,
         audience=audience_ids,

@@ -1,11 +1,19 @@
-"""Publishing committed events to the channel layer (and, later, to subscribers of other
-kinds). Publishing twice is harmless: clients dedupe by event id."""
+"""Publishing committed events: to the channel layer (WebSocket groups) at once, then, in a
+Celery task, to notifications and outgoing webhooks.
 
+Publishing twice is harmless: each connection drops ids it has already sent, notifications are
+unique per (user, key) and webhook deliveries per (endpoint, event); webhook receivers dedupe
+by the `webhook-id` header."""
+
+import asyncio
 import logging
+import os
+import threading
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 from django.utils import timezone
 
 from realtime.models import Event
@@ -13,24 +21,79 @@ from realtime.models import Event
 logger = logging.getLogger(__name__)
 
 
-def publish_events(event_ids: list[int]) -> int:
+def group_message(event: Event, channel: str) -> dict:
+    """What a consumer receives from group `channel` for `event`."""
+    return {"type": "event.message", "channel": channel, "event": event.as_message()}
+
+
+def publish_events(event_ids: list[int], *, dispatch: bool = True) -> int:
+    """Send committed events to their channel groups, mark them published, then queue their
+    notifications and webhooks. Runs outside any transaction (after commit, or in the sweep).
+
+    Raises what the channel layer raises; the event stays unpublished for the sweep then."""
     events = list(Event.objects.filter(pk__in=event_ids).order_by("id"))
     if not events:
         return 0
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(_send_all)(layer, events)
+        _run_on_layer(layer, events)
     Event.objects.filter(pk__in=[event.pk for event in events], published_at__isnull=True).update(
         published_at=timezone.now()
     )
+    if dispatch:
+        from realtime.tasks import events_dispatch_task
+
+        events_dispatch_task.delay([event.pk for event in events])
     return len(events)
 
 
 async def _send_all(layer, events: list[Event]) -> None:
     for event in events:
-        message = {"type": "event.message", "event": event.as_message()}
         for channel in event.channels:
-            await layer.group_send(channel, message)
+            await layer.group_send(channel, group_message(event, channel))
+
+
+def _run_on_layer(layer, events: list[Event]) -> None:
+    if isinstance(layer, InMemoryChannelLayer):
+        # The in-memory layer's queues belong to the event loop of this process's consumers;
+        # async_to_sync from a worker thread runs the coroutine on that loop.
+        async_to_sync(_send_all)(layer, events)
+        return
+    _publisher.run(
+        lambda: _send_all(layer, events), timeout=settings.REALTIME_PUBLISH_TIMEOUT_SECONDS
+    )
+
+
+class _PublisherLoop:
+    """One long-lived event loop thread per process for publishing from sync code.
+
+    async_to_sync outside an event loop starts a new loop per call, and the Redis layer opens
+    new connections for every loop: about a millisecond or more per publish, and connection
+    churn. This keeps one loop (and so one set of Redis connections) per process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            # After a fork (Celery prefork) the thread did not come along: start a new one.
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="realtime-publisher", daemon=True
+                )
+                thread.start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def run(self, coroutine_factory, *, timeout: float):
+        future = asyncio.run_coroutine_threadsafe(coroutine_factory(), self._ensure_loop())
+        return future.result(timeout=timeout)
+
+
+_publisher = _PublisherLoop()
 
 
 def publish_unpublished(*, older_than: timedelta = timedelta(seconds=5), batch_size: int = 500):

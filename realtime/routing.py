@@ -1,1 +1,7 @@
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from realtime.consumers import EventsConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/", EventsConsumer.as_asgi()),
+]

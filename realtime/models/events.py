@@ -16,16 +16,31 @@ class Event(models.Model):
     data = models.JSONField()
     channels = models.JSONField(default=list)
     audience = models.JSONField(default=list)
+    # Position of this event within its aggregate (1, 2, ...), assigned under the commit-order
+    # lock, so webhook receivers can order a resource's events and see gaps.
+    sequence = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     published_at = models.DateTimeField(null=True, blank=True)
+    # When notifications and webhook deliveries were derived from it (the sweep retries).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["aggregate_type", "aggregate_id", "sequence"], name="event_sequence_unique"
+            ),
+        ]
         indexes = [
             models.Index(fields=["aggregate_type", "aggregate_id", "id"], name="event_aggregate"),
             models.Index(
                 fields=["id"],
                 name="event_unpublished",
                 condition=models.Q(published_at__isnull=True),
+            ),
+            models.Index(
+                fields=["id"],
+                name="event_undispatched",
+                condition=models.Q(dispatched_at__isnull=True),
             ),
         ]
 
@@ -38,8 +53,12 @@ class Event(models.Model):
             "id": self.id,
             "channels": list(self.channels),
             "data": self.data,
-            "timestamp": self.created_at.isoformat().replace("+00:00", "Z"),
+            "timestamp": self.timestamp,
         }
+
+    @property
+    def timestamp(self) -> str:
+        return self.created_at.isoformat().replace("+00:00", "Z")
 
 
 class EventRecipient(models.Model):
@@ -70,3 +89,17 @@ class EventChannel(models.Model):
 
     def __str__(self) -> str:
         return f"event {self.event_id} on {self.channel}"
+
+
+class ReplayHorizon(models.Model):
+    """One row: events with an id up to `pruned_through_id` may have lost their replay index
+    (EventChannel/EventRecipient rows); a resume from before it must resync instead.
+
+    The Event rows themselves are kept: they are the audit trail and the timelines."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    pruned_through_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"replay horizon after #{self.pruned_through_id}"

@@ -1,0 +1,1 @@
+"""Every write of the realtime app, by sub-domain: notifications, webhooks, dispatch."""

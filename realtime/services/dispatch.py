@@ -1,0 +1,44 @@
+"""After publishing: derive notifications and webhook deliveries from committed events."""
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from realtime.models import Event
+from realtime.services.notifications import notifications_create_for_event
+from realtime.services.webhooks import webhook_deliveries_create_for_event
+
+
+def events_dispatch(*, event_ids: list[int]) -> int:
+    """Create each event's notifications and webhook deliveries, once, in id order.
+
+    Idempotent: events already dispatched are skipped and the derived rows are unique, so a
+    second run (a re-published event, the sweep racing the task) adds nothing. Each event is
+    its own transaction so a bad one cannot hold back the rest."""
+    done = 0
+    events = Event.objects.filter(pk__in=event_ids, dispatched_at__isnull=True).order_by("id")
+    for event in events:
+        with transaction.atomic():
+            notifications_create_for_event(event=event)
+            webhook_deliveries_create_for_event(event=event)
+            Event.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(
+                dispatched_at=timezone.now()
+            )
+        done += 1
+    return done
+
+
+def events_dispatch_undispatched(
+    *, older_than: timedelta = timedelta(seconds=30), batch_size: int = 500
+) -> int:
+    """The sweep for a lost dispatch task: published events not dispatched after a while."""
+    cutoff = timezone.now() - older_than
+    ids = list(
+        Event.objects.filter(
+            dispatched_at__isnull=True, published_at__isnull=False, created_at__lt=cutoff
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:batch_size]
+    )
+    return events_dispatch(event_ids=ids) if ids else 0
