@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 PORT ?= 8000
+HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -31,7 +32,7 @@ run: install migrate
 # Production mode: no demo data, DEBUG off unless set, several Daphne processes on one port.
 serve: export DEBUG ?= false
 serve: install migrate
-	$(PY) -m config.serve --host 127.0.0.1 --port $(PORT) --workers $(WEB_CONCURRENCY)
+	$(PY) -m config.serve --host $(HOST) --port $(PORT) --workers $(WEB_CONCURRENCY)
 
 worker: install
 	$(VENV)/bin/celery -A config worker --beat -Q high,default,webhooks -l INFO --concurrency $${CELERY_CONCURRENCY:-2}
