@@ -205,6 +205,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "realtime.webhook_deliveries_enqueue_due",
         "schedule": timedelta(seconds=10),
     },
+    "payments-work-due": {"task": "payments.work_due", "schedule": timedelta(seconds=10)},
+    "payments-webhooks-due": {"task": "payments.webhooks_due", "schedule": timedelta(seconds=15)},
+    "payments-settlements-sweep": {
+        "task": "payments.settlements_sweep",
+        "schedule": timedelta(minutes=5),
+    },
+    "payments-reconcile": {"task": "payments.reconcile", "schedule": timedelta(hours=1)},
+    "payments-methods-expiry": {
+        "task": "payments.payment_methods_expiry",
+        "schedule": timedelta(hours=24),
+    },
 }
 
 # --- API --------------------------------------------------------------------------------------
@@ -252,6 +263,32 @@ STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 SANDBOX_WEBHOOK_SECRET = env.str("SANDBOX_WEBHOOK_SECRET", default="whsec_sandbox_development")
+# --- Payments (payments/; see the module docstrings there) ---
+# Secrets still accepted while one is rotated (comma-separated).
+STRIPE_WEBHOOK_SECRETS_PREVIOUS = env.list("STRIPE_WEBHOOK_SECRETS_PREVIOUS", default=[])
+SANDBOX_WEBHOOK_SECRETS_PREVIOUS = env.list("SANDBOX_WEBHOOK_SECRETS_PREVIOUS", default=[])
+SANDBOX_WEBHOOK_DELIVERY = env.str("SANDBOX_WEBHOOK_DELIVERY", default="auto")
+SANDBOX_WEBHOOK_DELAY = env.float("SANDBOX_WEBHOOK_DELAY", default=1.0)
+PAYMENTS_CAPTURE_METHOD = env.str("PAYMENTS_CAPTURE_METHOD", default="manual")
+PAYMENTS_HIGH_PRIORITY_AMOUNT = env.int("PAYMENTS_HIGH_PRIORITY_AMOUNT", default=1_000_000)
+PAYMENTS_GATEWAY_TIMEOUT_SECONDS = env.float("PAYMENTS_GATEWAY_TIMEOUT_SECONDS", default=20.0)
+PAYMENTS_WEBHOOK_MAX_BYTES = env.int("PAYMENTS_WEBHOOK_MAX_BYTES", default=64 * 1024)
+PAYMENTS_RETRY_BASE_SECONDS = env.float("PAYMENTS_RETRY_BASE_SECONDS", default=2.0)
+PAYMENTS_RETRY_MAX_DELAY_SECONDS = env.float("PAYMENTS_RETRY_MAX_DELAY_SECONDS", default=3600.0)
+PAYMENTS_RETRY_MAX_ATTEMPTS = env.int("PAYMENTS_RETRY_MAX_ATTEMPTS", default=8)
+# Shorter delays ride a Celery countdown; longer ones wait in the database for beat.
+PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS = env.float("PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS", default=30)
+# Embedded default only (Celery eager, no beat): short retries run from a timer thread.
+PAYMENTS_RETRY_TIMERS = env.bool("PAYMENTS_RETRY_TIMERS", default=True)
+PAYMENTS_WEBHOOK_MAX_ATTEMPTS = env.int("PAYMENTS_WEBHOOK_MAX_ATTEMPTS", default=10)
+PAYMENTS_BREAKER_BACKEND = env.str("PAYMENTS_BREAKER_BACKEND", default="auto")
+PAYMENTS_BREAKER_WINDOW_SECONDS = env.int("PAYMENTS_BREAKER_WINDOW_SECONDS", default=60)
+PAYMENTS_BREAKER_BUCKET_SECONDS = env.int("PAYMENTS_BREAKER_BUCKET_SECONDS", default=10)
+PAYMENTS_BREAKER_MIN_CALLS = env.int("PAYMENTS_BREAKER_MIN_CALLS", default=10)
+PAYMENTS_BREAKER_ERROR_RATE = env.float("PAYMENTS_BREAKER_ERROR_RATE", default=0.5)
+PAYMENTS_BREAKER_COOLDOWN_SECONDS = env.float("PAYMENTS_BREAKER_COOLDOWN_SECONDS", default=30.0)
+PAYMENTS_BREAKER_PROBE_TIMEOUT_SECONDS = env.int("PAYMENTS_BREAKER_PROBE_TIMEOUT_SECONDS", default=30)
+PAYMENTS_RECONCILE_LOOKBACK = timedelta(days=env.int("PAYMENTS_RECONCILE_LOOKBACK_DAYS", default=3))
 MILESTONE_REVIEW_WINDOW = timedelta(days=env.int("MILESTONE_REVIEW_WINDOW_DAYS", default=14))
 
 # --- Realtime (realtime/; see docs/PERFORMANCE.md "Realtime") ---

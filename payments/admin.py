@@ -1,0 +1,278 @@
+"""Operators' views of payments. Actions call services only."""
+
+from django.contrib import admin, messages
+
+from payments import breaker, services
+from payments.models import (
+    CircuitBreaker,
+    Discrepancy,
+    GatewayAttempt,
+    Payment,
+    PaymentMethod,
+    Payout,
+    PayoutAccount,
+    ReconciliationRun,
+    Refund,
+    WebhookEvent,
+)
+from realtime.selectors import event_list_for_aggregate
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class GatewayAttemptInline(ReadOnlyMixin, admin.TabularInline):
+    model = GatewayAttempt
+    fk_name = "payment"
+    extra = 0
+    fields = [
+        "created_at",
+        "operation",
+        "idempotency_key",
+        "outcome",
+        "gateway_object_id",
+        "error_code",
+        "http_status",
+        "latency_ms",
+    ]
+    readonly_fields = fields
+
+
+class RefundInline(ReadOnlyMixin, admin.TabularInline):
+    model = Refund
+    extra = 0
+    fields = ["id", "amount", "status", "reason", "gateway_refund_id", "created_at"]
+    readonly_fields = fields
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "milestone",
+        "payer",
+        "payee",
+        "amount",
+        "currency",
+        "status",
+        "provider",
+        "created_at",
+    ]
+    list_filter = ["status", "provider", "is_high_priority"]
+    search_fields = ["=id", "gateway_payment_id", "gateway_charge_id", "payer__username"]
+    readonly_fields = [
+        "milestone",
+        "project",
+        "payer",
+        "payee",
+        "payment_method",
+        "provider",
+        "amount",
+        "amount_refunded",
+        "currency",
+        "status",
+        "capture_method",
+        "failure_code",
+        "failure_message",
+        "gateway_payment_id",
+        "gateway_charge_id",
+        "attempt_count",
+        "next_attempt_at",
+        "created_at",
+        "completed_at",
+        "timeline",
+    ]
+    inlines = [GatewayAttemptInline, RefundInline]
+    actions = ["process_now", "cancel"]
+
+    def has_change_permission(self, request, obj=None):
+        # Viewing the change page needs it; every field is read-only.
+        return request.user.is_staff
+
+    @admin.display(description="Timeline")
+    def timeline(self, payment):
+        events = event_list_for_aggregate(aggregate_type="payment", aggregate_id=payment.pk)
+        return (
+            "\n".join(
+                f"{event.created_at:%Y-%m-%d %H:%M:%S} #{event.pk} {event.type} "
+                f"{event.data.get('status', '')}"
+                for event in events
+            )
+            or "—"
+        )
+
+    @admin.action(description="Process now (next gateway step)")
+    def process_now(self, request, queryset):
+        for payment in queryset:
+            services.payment_process(payment_id=payment.pk)
+        messages.success(request, f"Processed {queryset.count()} payment(s).")
+
+    @admin.action(description="Cancel (before authorization)")
+    def cancel(self, request, queryset):
+        for payment in queryset:
+            try:
+                services.payment_cancel(payment_id=payment.pk, actor=request.user)
+            except Exception as exc:  # an illegal transition names the current state
+                messages.error(request, f"Payment {payment.pk}: {exc}")
+
+
+@admin.register(PaymentMethod)
+class PaymentMethodAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "user", "brand", "last4", "exp_month", "exp_year", "status", "is_default"]
+    list_filter = ["status", "provider", "brand"]
+    search_fields = ["user__username", "last4"]
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "payment", "amount", "currency", "status", "reason", "created_at"]
+    list_filter = ["status", "reason"]
+    actions = ["retry"]
+
+    @admin.action(description="Retry the gateway refund now")
+    def retry(self, request, queryset):
+        for refund in queryset:
+            services.refund_process(refund_id=refund.pk)
+
+
+@admin.register(Payout)
+class PayoutAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "milestone",
+        "payee",
+        "amount",
+        "currency",
+        "status",
+        "gateway_transfer_id",
+        "paid_at",
+    ]
+    list_filter = ["status", "provider"]
+    actions = ["retry"]
+
+    @admin.action(description="Retry the transfer now")
+    def retry(self, request, queryset):
+        for payout in queryset:
+            services.payout_process(payout_id=payout.pk)
+
+
+@admin.register(PayoutAccount)
+class PayoutAccountAdmin(admin.ModelAdmin):
+    list_display = ["user", "provider", "account_id", "created_at"]
+    search_fields = ["user__username", "account_id"]
+
+    def save_model(self, request, obj, form, change):
+        services.payout_account_set(user=obj.user, provider=obj.provider, account_id=obj.account_id)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "provider",
+        "event_id",
+        "type",
+        "status",
+        "attempts",
+        "received_at",
+        "processed_at",
+    ]
+    list_filter = ["status", "provider", "type"]
+    search_fields = ["event_id"]
+    readonly_fields = [
+        "provider",
+        "event_id",
+        "type",
+        "status",
+        "attempts",
+        "last_error",
+        "received_at",
+        "processed_at",
+        "next_attempt_at",
+        "payload",
+    ]
+    actions = ["replay"]
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_staff
+
+    @admin.action(description="Replay (process again; effects are idempotent)")
+    def replay(self, request, queryset):
+        results = [
+            services.webhook_replay(webhook_event_id=e.pk, actor=request.user) for e in queryset
+        ]
+        messages.success(
+            request, f"Replayed {len(results)} event(s): {', '.join(map(str, results))}"
+        )
+
+
+@admin.register(CircuitBreaker)
+class CircuitBreakerAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "name",
+        "live_state",
+        "state",
+        "retry_at",
+        "opened_at",
+        "last_error_rate",
+        "updated_at",
+    ]
+    actions = ["close"]
+
+    @admin.display(description="Live state (shared store)")
+    def live_state(self, obj):
+        current = breaker.status(obj.name)
+        return f"{current['state']} ({current['calls']} calls, {current['error_rate']:.0%} errors)"
+
+    @admin.action(description="Close the breaker")
+    def close(self, request, queryset):
+        for obj in queryset:
+            breaker.reset(obj.name)
+
+
+class DiscrepancyInline(ReadOnlyMixin, admin.TabularInline):
+    model = Discrepancy
+    extra = 0
+    fields = ["kind", "object_type", "gateway_object_id", "local_id", "detail", "is_repaired"]
+    readonly_fields = fields
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "provider",
+        "since",
+        "started_at",
+        "checked",
+        "discrepancy_count",
+        "repaired_count",
+        "error",
+    ]
+    inlines = [DiscrepancyInline]
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_staff
+
+
+@admin.register(Discrepancy)
+class DiscrepancyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "run",
+        "kind",
+        "object_type",
+        "gateway_object_id",
+        "local_id",
+        "is_repaired",
+        "created_at",
+    ]
+    list_filter = ["kind", "object_type", "is_repaired"]

@@ -1,0 +1,50 @@
+from common.errors import Conflict, InvalidInput, NotFound, Unprocessable
+
+
+class PaymentNotFound(NotFound):
+    """No such payment."""
+
+
+class PaymentMethodNotFound(NotFound):
+    """No such payment method."""
+
+
+class PaymentMethodInvalid(InvalidInput):
+    """The payment method cannot be used."""
+
+    field = "payment_method"
+
+
+class PaymentMethodRefused(Unprocessable):
+    """The gateway refused the payment method."""
+
+    code = "payment_method_refused"
+
+
+class RefundTooLarge(InvalidInput):
+    """The refund is more than what is left to refund."""
+
+    code = "refund_too_large"
+    field = "amount"
+
+
+class PaymentNotRefundable(Conflict):
+    """The payment has not captured any money to refund."""
+
+    code = "payment_not_refundable"
+
+
+class FundingInProgress(Conflict):
+    """The milestone already has a live funding payment."""
+
+    code = "funding_in_progress"
+
+
+class WebhookRejected(InvalidInput):
+    """The webhook is not signed correctly or is not an event."""
+
+    code = "webhook_rejected"
+
+
+class UnknownObject(Exception):
+    """A webhook refers to an object we do not know (yet): park the event and retry later."""

@@ -1,0 +1,50 @@
+"""Reads of payments, always filtered by who is asking: payer, payee, operators (staff)."""
+
+from django.db.models import Q, QuerySet
+
+from payments.exceptions import PaymentNotFound
+from payments.models import Payment, PaymentMethod
+from realtime.selectors import event_list_for_aggregate
+
+
+def _visible(user) -> Q:
+    if user is None or not user.is_authenticated:
+        return Q(pk__in=[])
+    if user.is_staff:
+        return Q()
+    return Q(payer=user) | Q(payee=user)
+
+
+def payment_list_for_user(*, user) -> QuerySet[Payment]:
+    return Payment.objects.filter(_visible(user)).order_by("-id")
+
+
+def payment_get_for_user(*, user, payment_id) -> Payment:
+    """Raises PaymentNotFound, also for payments the user may not see."""
+    try:
+        payment_id = int(payment_id)
+    except (TypeError, ValueError) as exc:
+        raise PaymentNotFound() from exc
+    payment = Payment.objects.filter(_visible(user), pk=payment_id).first()
+    if payment is None:
+        raise PaymentNotFound()
+    return payment
+
+
+def payment_is_visible_to(*, user, payment_id) -> bool:
+    """For realtime's channel authorization (payment.<id>)."""
+    try:
+        payment_id = int(payment_id)
+    except (TypeError, ValueError):
+        return False
+    return Payment.objects.filter(_visible(user), pk=payment_id).exists()
+
+
+def payment_timeline_for_user(*, user, payment_id) -> list:
+    """The payment's events, oldest first (the event store is the audit trail)."""
+    payment = payment_get_for_user(user=user, payment_id=payment_id)
+    return event_list_for_aggregate(aggregate_type="payment", aggregate_id=payment.pk)
+
+
+def payment_method_list_for_user(*, user) -> QuerySet[PaymentMethod]:
+    return PaymentMethod.objects.filter(user=user).exclude(status=PaymentMethod.Status.REMOVED)

@@ -1,0 +1,411 @@
+"""Funding a milestone: the payment, its gateway calls, and what each gateway answer does.
+
+Flow: `payment_fund` (one transaction: escrow's pending → funding, the Payment row,
+payment.started) → after commit `payment_process` in a Celery task (authorize, then capture
+when the capture is manual) → `_apply_intent` (one transaction: lock milestone then payment,
+move forward only, on completion escrow.services.milestone_funded posts the ledger, on failure
+milestone_funding_failed). Webhooks reach the same `_apply_intent`, so the synchronous answer
+and the webhook are each other's backup and whichever comes second changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from escrow import services as escrow_services
+from escrow.exceptions import FundingMismatch, IllegalTransition
+from payments import breaker
+from payments.calls import BreakerOpen, call_gateway, last_outcome, next_attempt_time
+from payments.exceptions import FundingInProgress, PaymentMethodInvalid
+from payments.gateways import CardDeclined, GatewayError, IntentResult, get_gateway
+from payments.locks import payment_for_update
+from payments.models import GatewayAttempt, Payment, PaymentMethod
+from payments.services._events import emit_payment
+
+logger = logging.getLogger(__name__)
+Status = Payment.Status
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a processing run left behind: the status, and when to run again (if ever)."""
+
+    status: str
+    retry_at: datetime | None = None
+
+
+def authorize_key(payment: Payment) -> str:
+    return f"payment:{payment.pk}:authorize"
+
+
+def capture_key(payment: Payment) -> str:
+    return f"payment:{payment.pk}:capture"
+
+
+def cancel_key(payment: Payment) -> str:
+    return f"payment:{payment.pk}:cancel"
+
+
+def is_high_priority(amount: int) -> bool:
+    return amount > settings.PAYMENTS_HIGH_PRIORITY_AMOUNT
+
+
+def transition(payment: Payment, *, to: str) -> str:
+    """Move a locked payment along the table and emit payment.status_updated. Caller holds the
+    payment's lock. Returns the previous status."""
+    previous = payment.status
+    if to not in Payment.TRANSITIONS[previous]:
+        raise IllegalTransition(obj_name=f"Payment {payment.pk}", current=previous, target=to)
+    payment.status = to
+    payment.save(update_fields=["status", "updated_at"])
+    emit_payment("payment.status_updated", payment, previous_status=previous, new_status=to)
+    return previous
+
+
+def payment_fund(*, milestone_id: int, payment_method_id: int, actor) -> Payment:
+    """Start paying for a milestone with one of the actor's payment methods.
+
+    Caller: the project's homeowner. In one transaction: escrow's milestone pending → funding,
+    the Payment (initiated) and payment.started; the gateway is called after commit by a task
+    (the "high" queue above PAYMENTS_HIGH_PRIORITY_AMOUNT). While the gateway's breaker is
+    open the payment is accepted and waits (initiated, with a next attempt time).
+    Raises PaymentMethodInvalid (400), MilestoneNotFound (404), NotAllowed (403),
+    ProjectNotActive and IllegalTransition (409), FundingInProgress (409).
+    """
+    method = (
+        PaymentMethod.objects.filter(pk=payment_method_id, user=actor)
+        .exclude(status=PaymentMethod.Status.REMOVED)
+        .first()
+    )
+    if method is None:
+        raise PaymentMethodInvalid("No such payment method.")
+    if method.status != PaymentMethod.Status.VERIFIED:
+        raise PaymentMethodInvalid(f"The payment method is {method.status}.")
+    with transaction.atomic(durable=True):
+        milestone = escrow_services.milestone_fund_start(milestone_id=milestone_id, actor=actor)
+        project = milestone.project
+        try:
+            with transaction.atomic():
+                payment = Payment.objects.create(
+                    milestone=milestone,
+                    project=project,
+                    payer_id=project.homeowner_id,
+                    payee_id=project.contractor_id,
+                    payment_method=method,
+                    provider=method.provider,
+                    amount=milestone.amount,
+                    currency=project.currency,
+                    capture_method=settings.PAYMENTS_CAPTURE_METHOD,
+                    is_high_priority=is_high_priority(milestone.amount),
+                )
+        except IntegrityError as exc:
+            raise FundingInProgress() from exc
+        emit_payment("payment.started", payment, payment_method_id=method.pk)
+        transaction.on_commit(lambda: enqueue_process(payment))
+    return payment
+
+
+def enqueue_process(payment: Payment, *, countdown: float | None = None) -> None:
+    from payments.tasks import payment_process_task
+
+    queue = "high" if payment.is_high_priority else "default"
+    payment_process_task.apply_async(args=[payment.pk], queue=queue, countdown=countdown)
+
+
+def payment_process(*, payment_id: int) -> Progress | None:
+    """Drive a payment through the gateway as far as it can go now. Idempotent: each gateway
+    call uses the key derived from the payment, so a rerun after a crash (even after the
+    gateway acted) gets the first answer back and nothing is charged twice.
+
+    Transient errors defer the payment (next_attempt_at); declines fail it; an unknown outcome
+    (timeout) is resolved with the same idempotency key before anything else. Returns None
+    for a payment that does not exist."""
+    payment = Payment.objects.filter(pk=payment_id).first()
+    if payment is None:
+        return None
+    gateway = get_gateway(payment.provider)
+    if payment.status == Status.INITIATED:
+        state = breaker.store().get(f"{payment.provider}:authorize")
+        if state["state"] == breaker.OPEN and (state["retry_at"] or 0) > timezone.now().timestamp():
+            return _defer(
+                payment.pk, BreakerOpen(f"{payment.provider}:authorize", state["retry_at"])
+            )
+        payment = _claim(payment.pk)
+    if payment.status == Status.PROCESSING:
+        progress = _authorize(payment, gateway)
+        if progress is not None:
+            return progress
+        payment.refresh_from_db()
+    if payment.status == Status.AUTHORIZED and payment.capture_method == "manual":
+        progress = _capture(payment, gateway)
+        if progress is not None:
+            return progress
+        payment.refresh_from_db()
+    return Progress(payment.status)
+
+
+def _claim(payment_id: int) -> Payment:
+    with transaction.atomic():
+        payment = payment_for_update(payment_id=payment_id, with_milestone=False)
+        if payment.status == Status.INITIATED:
+            transition(payment, to=Status.PROCESSING)
+            Payment.objects.filter(pk=payment.pk).update(next_attempt_at=None)
+    return payment
+
+
+def _authorize(payment: Payment, gateway) -> Progress | None:
+    key = authorize_key(payment)
+    try:
+        intent = None
+        if last_outcome(key) == GatewayAttempt.Outcome.UNKNOWN:
+            intent = _resolve(payment, gateway, key)
+        if intent is None:
+            method = payment.payment_method
+            intent = call_gateway(
+                provider=payment.provider,
+                operation=GatewayAttempt.Operation.AUTHORIZE,
+                idempotency_key=key,
+                payment=payment,
+                fn=lambda: gateway.create_payment(
+                    amount=payment.amount,
+                    currency=payment.currency,
+                    payment_method=method.token if method else "",
+                    capture_method=payment.capture_method,
+                    metadata={
+                        "payment_id": payment.pk,
+                        "milestone_id": payment.milestone_id,
+                        "project_id": payment.project_id,
+                    },
+                    idempotency_key=key,
+                ),
+            )
+    except CardDeclined as exc:
+        return _fail(
+            payment.pk,
+            code=exc.code,
+            message=exc.message,
+            gateway_id=getattr(exc, "payment_id", ""),
+        )
+    except GatewayError as exc:
+        if exc.transient:
+            return _defer(payment.pk, exc)
+        return _fail(payment.pk, code=exc.code, message=exc.message)
+    _apply_intent_locked_tx(payment.pk, intent, followup=False)
+    return None
+
+
+def _resolve(payment: Payment, gateway, key: str) -> IntentResult | None:
+    """The last call with this key timed out: ask the gateway what became of it before
+    anything is sent again. Gateways that cannot look a key up (Stripe) answer None, and the
+    request is then repeated with the same key, which Stripe answers with the first result."""
+    lookup = getattr(gateway, "lookup_payment", None)
+    if lookup is None:
+        return None
+    return call_gateway(
+        provider=payment.provider,
+        operation=GatewayAttempt.Operation.RETRIEVE,
+        idempotency_key=key,
+        payment=payment,
+        fn=lambda: lookup(idempotency_key=key),
+    )
+
+
+def _capture(payment: Payment, gateway) -> Progress | None:
+    key = capture_key(payment)
+    try:
+        intent = call_gateway(
+            provider=payment.provider,
+            operation=GatewayAttempt.Operation.CAPTURE,
+            idempotency_key=key,
+            payment=payment,
+            fn=lambda: gateway.capture_payment(
+                payment_id=payment.gateway_payment_id, idempotency_key=key
+            ),
+        )
+    except GatewayError as exc:
+        if exc.transient:
+            return _defer(payment.pk, exc)
+        return _fail(payment.pk, code=exc.code, message=exc.message)
+    _apply_intent_locked_tx(payment.pk, intent, followup=False)
+    return None
+
+
+def _defer(payment_id: int, error: GatewayError) -> Progress:
+    """Schedule the next attempt; give up (failed, gateway_unavailable) after the maximum."""
+    with transaction.atomic():
+        payment = payment_for_update(payment_id=payment_id)
+        if payment.status not in Payment.OPEN:
+            return Progress(payment.status)
+        sent = not isinstance(error, BreakerOpen)
+        attempts = payment.attempt_count + (1 if sent else 0)
+        if sent and attempts >= settings.PAYMENTS_RETRY_MAX_ATTEMPTS:
+            _to_failure(payment, code="gateway_unavailable", message=error.message)
+            return Progress(payment.status)
+        retry_at = next_attempt_time(attempts, error)
+        Payment.objects.filter(pk=payment.pk).update(
+            attempt_count=attempts, next_attempt_at=retry_at, updated_at=timezone.now()
+        )
+    logger.info(
+        "payment deferred",
+        extra={"payment_id": payment_id, "error": error.code, "retry_at": retry_at.isoformat()},
+    )
+    return Progress(payment.status, retry_at)
+
+
+def _fail(payment_id: int, *, code: str, message: str, gateway_id: str = "") -> Progress:
+    with transaction.atomic():
+        payment = payment_for_update(payment_id=payment_id)
+        if gateway_id and not payment.gateway_payment_id:
+            payment.gateway_payment_id = gateway_id
+            payment.save(update_fields=["gateway_payment_id"])
+        if payment.status in Payment.OPEN:
+            _to_failure(payment, code=code, message=message)
+    return Progress(payment.status)
+
+
+def _failure_status(current: str) -> str:
+    return {
+        Status.INITIATED: Status.CANCELLED,
+        Status.PROCESSING: Status.FAILED,
+        Status.VERIFYING: Status.REJECTED,
+        Status.AUTHORIZED: Status.DECLINED,
+    }[current]
+
+
+def _to_failure(payment: Payment, *, code: str, message: str, to: str | None = None) -> None:
+    """Caller holds the milestone and payment locks."""
+    payment.failure_code = (code or "payment_failed")[:64]
+    payment.failure_message = (message or "")[:255]
+    payment.next_attempt_at = None
+    payment.save(update_fields=["failure_code", "failure_message", "next_attempt_at"])
+    transition(payment, to=to or _failure_status(payment.status))
+    escrow_services.milestone_funding_failed(milestone_id=payment.milestone_id)
+    emit_payment("payment.failed", payment)
+
+
+def target_status(current: str, intent: IntentResult) -> str | None:
+    """Our status for a gateway status (Stripe's vocabulary), given where we are."""
+    status = intent.status
+    if status in ("requires_confirmation", "processing"):
+        return Status.PROCESSING
+    if status == "requires_payment_method":
+        if intent.failure_code or intent.failure_message:
+            return _failure_status(current) if current in Payment.OPEN else None
+        return Status.PROCESSING
+    if status == "requires_action":
+        return Status.VERIFYING
+    if status == "requires_capture":
+        return Status.AUTHORIZED
+    if status == "succeeded":
+        return Status.COMPLETED
+    if status == "canceled":
+        return _failure_status(current) if current in Payment.OPEN else None
+    return None
+
+
+def _apply_intent_locked_tx(payment_id: int, intent: IntentResult, *, followup: bool) -> bool:
+    with transaction.atomic():
+        payment = payment_for_update(payment_id=payment_id)
+        return apply_intent(payment, intent, followup=followup)
+
+
+def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> bool:
+    """Bring a locked payment forward to what the gateway reports. Order-independent: a report
+    behind the stored state (a late `processing` after `succeeded`) changes nothing, nor does
+    a failure after success. `followup`: enqueue the capture after commit when this made the
+    payment authorized (the webhook path; the processing task captures by itself).
+    Caller holds the milestone and payment locks. Returns whether anything changed."""
+    changed_ids = []
+    if intent.id and payment.gateway_payment_id != intent.id and not payment.gateway_payment_id:
+        payment.gateway_payment_id = intent.id
+        changed_ids.append("gateway_payment_id")
+    if intent.charge_id and not payment.gateway_charge_id:
+        payment.gateway_charge_id = intent.charge_id
+        changed_ids.append("gateway_charge_id")
+    if changed_ids:
+        payment.save(update_fields=changed_ids)
+    target = target_status(payment.status, intent)
+    if target is None or target == payment.status:
+        return False
+    if target not in Payment.TRANSITIONS[payment.status]:
+        logger.info(
+            "stale gateway state ignored",
+            extra={"payment_id": payment.pk, "current": payment.status, "reported": target},
+        )
+        return False
+    if target in Payment.FAILURES:
+        _to_failure(payment, code=intent.failure_code, message=intent.failure_message, to=target)
+        return True
+    if intent.amount != payment.amount or intent.currency != payment.currency:
+        logger.error("gateway amount differs", extra={"payment_id": payment.pk})
+        return False
+    transition(payment, to=target)
+    if target == Status.COMPLETED:
+        payment.completed_at = timezone.now()
+        payment.next_attempt_at = None
+        payment.save(update_fields=["completed_at", "next_attempt_at"])
+        try:
+            with transaction.atomic():
+                escrow_services.milestone_funded(
+                    milestone_id=payment.milestone_id,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                    reference=f"{payment.pk}",
+                    provider=payment.provider,
+                )
+        except (IllegalTransition, FundingMismatch):
+            # The money is taken but the milestone moved on (cancelled, or funded by another
+            # payment): reconciliation reports it and an operator refunds it.
+            logger.exception("completed payment could not fund its milestone")
+        emit_payment("payment.completed", payment)
+    elif target == Status.AUTHORIZED and followup and payment.capture_method == "manual":
+        transaction.on_commit(lambda: enqueue_process(payment))
+    return True
+
+
+def payment_cancel(*, payment_id: int, actor=None) -> Payment:
+    """Cancel a payment that has not reached the gateway's authorization: initiated|processing
+    → cancelled, the milestone back to pending. Idempotent. Raises IllegalTransition."""
+    with transaction.atomic(durable=True):
+        payment = payment_for_update(payment_id=payment_id)
+        if payment.status == Status.CANCELLED:
+            return payment
+        if Status.CANCELLED not in Payment.TRANSITIONS[payment.status]:
+            raise IllegalTransition(
+                obj_name=f"Payment {payment.pk}", current=payment.status, target=Status.CANCELLED
+            )
+        had_gateway_payment = bool(payment.gateway_payment_id)
+        _to_failure(payment, code="cancelled", message="Cancelled.", to=Status.CANCELLED)
+        if had_gateway_payment:
+            transaction.on_commit(lambda: _cancel_at_gateway(payment.pk))
+    return payment
+
+
+def _cancel_at_gateway(payment_id: int) -> None:
+    from payments.tasks import payment_cancel_at_gateway_task
+
+    payment_cancel_at_gateway_task.delay(payment_id)
+
+
+def payment_cancel_at_gateway(*, payment_id: int) -> None:
+    """Release the authorization of a cancelled payment at the gateway (best effort)."""
+    payment = Payment.objects.filter(pk=payment_id, status=Status.CANCELLED).first()
+    if payment is None or not payment.gateway_payment_id:
+        return
+    gateway = get_gateway(payment.provider)
+    key = cancel_key(payment)
+    call_gateway(
+        provider=payment.provider,
+        operation=GatewayAttempt.Operation.CANCEL,
+        idempotency_key=key,
+        payment=payment,
+        fn=lambda: gateway.cancel_payment(
+            payment_id=payment.gateway_payment_id, idempotency_key=key
+        ),
+    )

@@ -1,0 +1,94 @@
+"""Beat work: what a crash, a lost enqueue or a lost hook call left behind."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from escrow.models import JournalEntry, Milestone
+from payments.models import Payment, Payout, Refund
+from payments.services import funding, payouts, refunds
+
+
+def work_due(*, now=None, batch_size: int = 200) -> dict:
+    """Enqueue payments, refunds and payouts whose next attempt time has come (the long
+    delays live here, not in broker countdowns), plus payments stuck in initiated or
+    processing without one (a lost enqueue or a killed worker)."""
+    now = now or timezone.now()
+    # Short delays also ride a countdown; give those a head start before beat doubles them.
+    grace = timedelta(seconds=settings.PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS)
+    stuck = now - timedelta(minutes=2)
+    payment_ids = list(
+        Payment.objects.filter(status__in=Payment.OPEN, next_attempt_at__lte=now - grace)
+        .exclude(status=Payment.Status.VERIFYING)
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    payment_ids += list(
+        Payment.objects.filter(
+            status__in=[
+                Payment.Status.INITIATED,
+                Payment.Status.PROCESSING,
+                Payment.Status.AUTHORIZED,
+            ],
+            next_attempt_at__isnull=True,
+            updated_at__lt=stuck,
+        ).values_list("pk", flat=True)[:batch_size]
+    )
+    for payment in Payment.objects.filter(pk__in=payment_ids):
+        funding.enqueue_process(payment)
+    refund_ids = list(
+        Refund.objects.filter(status=Refund.Status.PENDING)
+        .filter(next_attempt_at__lte=now - grace)
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    refund_ids += list(
+        Refund.objects.filter(
+            status=Refund.Status.PENDING, next_attempt_at__isnull=True, updated_at__lt=stuck
+        ).values_list("pk", flat=True)[:batch_size]
+    )
+    for refund_id in refund_ids:
+        refunds.enqueue_refund(Refund(pk=refund_id))
+    payout_ids = list(
+        Payout.objects.filter(status=Payout.Status.PENDING)
+        .filter(next_attempt_at__lte=now - grace)
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    payout_ids += list(
+        Payout.objects.filter(
+            status=Payout.Status.PENDING, next_attempt_at__isnull=True, updated_at__lt=stuck
+        ).values_list("pk", flat=True)[:batch_size]
+    )
+    for payout_id in payout_ids:
+        payouts.enqueue_payout(Payout(pk=payout_id))
+    return {"payments": payment_ids, "refunds": refund_ids, "payouts": payout_ids}
+
+
+def settlements_sweep(*, batch_size: int = 100) -> dict:
+    """Released or split milestones without a payout, and refunded or split ones without a
+    gateway refund: the escrow hook call was lost (a crash between commit and the hook)."""
+    released = JournalEntry.objects.filter(
+        milestone=OuterRef("pk"), kind__in=[JournalEntry.Kind.RELEASE, JournalEntry.Kind.SPLIT]
+    )
+    refunded = JournalEntry.objects.filter(
+        milestone=OuterRef("pk"), kind__in=[JournalEntry.Kind.REFUND, JournalEntry.Kind.SPLIT]
+    )
+    missing_payout = list(
+        Milestone.objects.filter(
+            status__in=[Milestone.Status.RELEASED, Milestone.Status.SPLIT],
+            payout__isnull=True,
+        )
+        .filter(Exists(released))
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    missing_refund = list(
+        Milestone.objects.filter(status__in=[Milestone.Status.REFUNDED, Milestone.Status.SPLIT])
+        .filter(Exists(refunded))
+        .exclude(pk__in=Refund.objects.filter(milestone__isnull=False).values("milestone_id"))
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    started_payouts = [m for m in missing_payout if payouts.payout_start(milestone_id=m)]
+    started_refunds = [m for m in missing_refund if refunds.milestone_refund_start(milestone_id=m)]
+    return {"payouts": started_payouts, "refunds": started_refunds}

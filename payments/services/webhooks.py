@@ -1,0 +1,313 @@
+"""Gateway webhooks in: the ingest path (verify, one insert, one enqueue) and the processing
+that turns an event into effects, once, whatever the order or number of deliveries."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import connection, transaction
+from django.utils import timezone
+
+from escrow import services as escrow_services
+from escrow.exceptions import IllegalTransition
+from payments import signatures
+from payments.calls import retry_delay
+from payments.exceptions import UnknownObject, WebhookRejected
+from payments.gateways import IntentResult, RefundResult, TransferResult
+from payments.locks import payment_for_update
+from payments.models import Payment, Payout, Refund, WebhookEvent
+from payments.services import funding, payouts, refunds
+from payments.services._events import operator_ids, payment_data
+from realtime.events import emit
+
+logger = logging.getLogger(__name__)
+PROVIDERS = ("stripe", "sandbox")
+
+_INSERT = None
+
+
+def _insert_sql() -> str:
+    global _INSERT
+    if _INSERT is None:
+        table = connection.ops.quote_name(WebhookEvent._meta.db_table)
+        payload = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+        # Only our own table name is interpolated; every value is a parameter.
+        columns = "provider, event_id, type, payload, status, attempts, last_error, received_at"
+        values = f"%s, %s, %s, {payload}, 'received', 0, '', %s"
+        _INSERT = (
+            f"INSERT INTO {table} ({columns}) VALUES ({values}) "  # noqa: S608
+            "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
+        )
+    return _INSERT
+
+
+def webhook_receive(
+    *, provider: str, body: bytes, signature_header: str | None
+) -> tuple[int | None, bool]:
+    """Verify a delivery, store it in the inbox and enqueue its processing.
+
+    Returns (inbox row id, created); a duplicate returns (None, False) and does nothing else.
+    Raises WebhookRejected (400) for a missing or wrong signature, a timestamp outside the
+    tolerance, an oversized body, or a body that is not a JSON event; nothing is stored then.
+    One INSERT ... ON CONFLICT DO NOTHING in autocommit: when it returns, the row is committed,
+    so the caller may answer 2xx."""
+    if provider not in PROVIDERS:
+        raise WebhookRejected("Unknown provider.")
+    if len(body) > settings.PAYMENTS_WEBHOOK_MAX_BYTES:
+        raise WebhookRejected("The body is too large.")
+    signatures.verify(body=body, header=signature_header, secrets=signatures.secrets_for(provider))
+    event = signatures.parse_event(body)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _insert_sql(),
+            [provider, event["id"], event["type"], body.decode(), timezone.now()],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None, False
+    event_row_id = row[0]
+    transaction.on_commit(lambda: enqueue_webhook(event_row_id))
+    return event_row_id, True
+
+
+def enqueue_webhook(event_row_id: int, *, countdown: float | None = None) -> None:
+    from payments.tasks import webhook_process_task
+
+    webhook_process_task.apply_async(args=[event_row_id], countdown=countdown)
+
+
+def webhook_process(*, webhook_event_id: int) -> str | None:
+    """Apply one inbox event, once. The inbox row is locked for the whole transaction, so two
+    runs of the task (a redelivery) serialise and the second finds it processed. The effect
+    and the processed mark commit together: a crash before the commit leaves the event to be
+    processed again, and the effects themselves are idempotent (state machines moving forward
+    only, unique ledger references). Objects we do not know yet park the event for a retry."""
+    with transaction.atomic(durable=True):
+        row = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
+        if row is None or row.status not in (
+            WebhookEvent.Status.RECEIVED,
+            WebhookEvent.Status.PARKED,
+        ):
+            return row.status if row else None
+        payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+        handler = HANDLERS.get(row.type)
+        row.attempts += 1
+        try:
+            if handler is None:
+                row.status = WebhookEvent.Status.IGNORED
+            else:
+                with transaction.atomic():
+                    applied = handler(row.provider, payload["data"]["object"])
+                row.status = (
+                    WebhookEvent.Status.PROCESSED
+                    if applied is not False
+                    else WebhookEvent.Status.IGNORED
+                )
+            row.processed_at = timezone.now()
+            row.next_attempt_at = None
+            row.last_error = ""
+        except UnknownObject as exc:
+            if row.attempts >= settings.PAYMENTS_WEBHOOK_MAX_ATTEMPTS:
+                row.status = WebhookEvent.Status.FAILED
+            else:
+                row.status = WebhookEvent.Status.PARKED
+                row.next_attempt_at = timezone.now() + timedelta(seconds=retry_delay(row.attempts))
+            row.last_error = str(exc)[:255]
+        row.save(
+            update_fields=["status", "attempts", "processed_at", "next_attempt_at", "last_error"]
+        )
+        return row.status
+
+
+def webhook_replay(*, webhook_event_id: int, actor=None) -> str | None:
+    """An operator asks for an event to be processed again (admin action). Effects are
+    idempotent, so replaying a processed event changes nothing that already happened."""
+    updated = WebhookEvent.objects.filter(pk=webhook_event_id).update(
+        status=WebhookEvent.Status.RECEIVED, next_attempt_at=None, last_error=""
+    )
+    if not updated:
+        return None
+    logger.info(
+        "webhook replay", extra={"event": webhook_event_id, "actor": getattr(actor, "pk", None)}
+    )
+    return webhook_process(webhook_event_id=webhook_event_id)
+
+
+def webhooks_due(*, now=None, batch_size: int = 200) -> list[int]:
+    """Beat: enqueue parked events whose retry time has come, and received ones that were
+    never processed (a lost enqueue)."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=60)
+    ids = list(
+        WebhookEvent.objects.filter(status=WebhookEvent.Status.PARKED, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    ids += list(
+        WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED, received_at__lt=stale)
+        .order_by("id")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    for event_row_id in ids:
+        enqueue_webhook(event_row_id)
+    return ids
+
+
+# --- Handlers: (provider, data.object) -> False when there was nothing to do ----------------
+
+
+def _metadata_id(obj: dict, name: str) -> int | None:
+    value = (obj.get("metadata") or {}).get(name)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _find_payment_id(provider: str, obj: dict) -> int:
+    payments = Payment.objects.filter(provider=provider)
+    payment_id = _metadata_id(obj, "payment_id")
+    if payment_id is not None and payments.filter(pk=payment_id).exists():
+        return payment_id
+    gateway_id = (
+        obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    )
+    if gateway_id:
+        found = payments.filter(gateway_payment_id=gateway_id).values_list("pk", flat=True).first()
+        if found:
+            return found
+    charge = obj.get("charge") or (obj.get("id") if obj.get("object") == "charge" else None)
+    if charge:
+        found = payments.filter(gateway_charge_id=charge).values_list("pk", flat=True).first()
+        if found:
+            return found
+    raise UnknownObject(f"no payment for {obj.get('object')} {obj.get('id')}")
+
+
+def _intent_from(obj: dict) -> IntentResult:
+    error = obj.get("last_payment_error") or {}
+    charge = obj.get("latest_charge")
+    return IntentResult(
+        id=obj["id"],
+        status=obj.get("status", ""),
+        amount=int(obj.get("amount") or 0),
+        currency=obj.get("currency", ""),
+        charge_id=(charge.get("id") if isinstance(charge, dict) else charge) or "",
+        amount_received=int(obj.get("amount_received") or 0),
+        failure_code=error.get("decline_code") or error.get("code") or "",
+        failure_message=error.get("message") or "",
+        metadata=obj.get("metadata") or {},
+    )
+
+
+def _on_payment_intent(provider: str, obj: dict) -> bool:
+    payment_id = _find_payment_id(provider, obj)
+    payment = payment_for_update(payment_id=payment_id)
+    return funding.apply_intent(payment, _intent_from(obj), followup=True)
+
+
+def _on_refund(provider: str, obj: dict) -> bool:
+    refund_id = _metadata_id(obj, "refund_id")
+    refund = None
+    if refund_id is not None:
+        refund = Refund.objects.filter(pk=refund_id, payment__provider=provider).first()
+    if refund is None and obj.get("id"):
+        refund = Refund.objects.filter(gateway_refund_id=obj["id"]).first()
+    if refund is None:
+        raise UnknownObject(f"no refund for {obj.get('id')}")
+    result = RefundResult(
+        id=obj["id"],
+        status=obj.get("status", ""),
+        amount=int(obj.get("amount") or 0),
+        currency=obj.get("currency", ""),
+    )
+    before = refund.status
+    return refunds.refund_apply(refund_id=refund.pk, result=result).status != before
+
+
+def _on_charge_refunded(provider: str, obj: dict) -> bool:
+    changed = False
+    for item in (obj.get("refunds") or {}).get("data") or []:
+        try:
+            changed |= _on_refund(provider, item)
+        except UnknownObject:
+            continue
+    return changed
+
+
+def _on_transfer(provider: str, obj: dict) -> bool:
+    payout_id = _metadata_id(obj, "payout_id")
+    payout = Payout.objects.filter(pk=payout_id, provider=provider).first() if payout_id else None
+    if payout is None and obj.get("id"):
+        payout = Payout.objects.filter(gateway_transfer_id=obj["id"]).first()
+    if payout is None:
+        raise UnknownObject(f"no payout for {obj.get('id')}")
+    result = TransferResult(
+        id=obj["id"],
+        amount=int(obj.get("amount") or 0),
+        currency=obj.get("currency", ""),
+        destination=str(obj.get("destination") or ""),
+        reversed=bool(obj.get("reversed")),
+    )
+    before = payout.status
+    return payouts.payout_apply(payout_id=payout.pk, result=result).status != before
+
+
+def _on_dispute_created(provider: str, obj: dict) -> bool:
+    """The cardholder disputed the charge: freeze the milestone's escrow and tell operators."""
+    payment_id = _find_payment_id(provider, obj)
+    payment = payment_for_update(payment_id=payment_id)
+    try:
+        escrow_services.milestone_freeze(
+            milestone_id=payment.milestone_id,
+            reason=f"gateway dispute {obj.get('id')} ({obj.get('reason', 'unknown')})",
+        )
+    except IllegalTransition:
+        logger.warning(
+            "dispute on a milestone that cannot be frozen", extra={"payment_id": payment_id}
+        )
+    operators = operator_ids()
+    emit(
+        "payment.disputed",
+        payment_data(payment, dispute_id=obj.get("id"), reason=obj.get("reason", "")),
+        aggregate=("payment", payment.pk),
+        audience=[*operators, *payment.party_ids()],
+        channels=[f"payment.{payment.pk}", f"milestone.{payment.milestone_id}"],
+    )
+    emails = list(
+        type(payment.payer)
+        .objects.filter(pk__in=operators)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    if emails:
+        subject = f"Charge dispute on payment {payment.pk}"
+        message = (
+            f"The gateway reports dispute {obj.get('id')} ({obj.get('reason', 'unknown')}) on "
+            f"payment {payment.pk}; milestone {payment.milestone_id} is frozen."
+        )
+        transaction.on_commit(lambda: send_mail(subject, message, None, emails, fail_silently=True))
+    return True
+
+
+HANDLERS = {
+    "payment_intent.created": _on_payment_intent,
+    "payment_intent.processing": _on_payment_intent,
+    "payment_intent.requires_action": _on_payment_intent,
+    "payment_intent.amount_capturable_updated": _on_payment_intent,
+    "payment_intent.succeeded": _on_payment_intent,
+    "payment_intent.payment_failed": _on_payment_intent,
+    "payment_intent.canceled": _on_payment_intent,
+    "refund.created": _on_refund,
+    "refund.updated": _on_refund,
+    "refund.failed": _on_refund,
+    "charge.refunded": _on_charge_refunded,
+    "transfer.created": _on_transfer,
+    "transfer.updated": _on_transfer,
+    "transfer.reversed": _on_transfer,
+    "charge.dispute.created": _on_dispute_created,
+}
