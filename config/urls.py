@@ -5,12 +5,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.api import MeView
 from common.api.exceptions import api_not_found
 from common.health import healthz
+from payments import views as payment_views
 from portal import views as portal_views
 
 api_v1 = [
     path("me", MeView.as_view(), name="me"),
     path("", include("realtime.urls")),
     path("", include("escrow.api")),
+    path("", include("payments.api")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^.*$", api_not_found),
@@ -22,6 +24,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("healthz", healthz, name="healthz"),
+    path("webhooks/stripe/", payment_views.stripe_webhook, name="webhook-stripe"),
+    path("webhooks/sandbox/", payment_views.sandbox_webhook, name="webhook-sandbox"),
 ]
 
 admin.site.site_header = "Escrow payments — operations"
