@@ -104,6 +104,9 @@ def post_entry(
         per_account[account.pk] += amount
         accounts[account.pk] = account
     try:
+        # One savepoint for the entry, its legs and the balances: a duplicate reference or a
+        # refused overdraft leaves nothing of this entry behind, even when the caller catches
+        # the error and carries on with its transaction.
         with transaction.atomic():
             entry = JournalEntry.objects.create(
                 reference=reference,
@@ -115,10 +118,6 @@ def post_entry(
                 project_id=milestone.project_id if milestone is not None else None,
                 party_id=party_id,
             )
-    except IntegrityError:
-        return Posted(entry=JournalEntry.objects.get(reference=reference), created=False)
-    try:
-        with transaction.atomic():
             Posting.objects.bulk_create(
                 [
                     Posting(entry=entry, account=account, amount=amount, currency=currency)
@@ -130,9 +129,14 @@ def post_entry(
                 if delta:
                     LedgerAccount.objects.filter(pk=account_id).update(balance=F("balance") + delta)
     except IntegrityError as exc:
-        raise InsufficientFunds(
-            f"Posting {reference} would overdraw a restricted account."
-        ) from exc
+        existing = JournalEntry.objects.filter(reference=reference).first()
+        if existing is not None:
+            return Posted(entry=existing, created=False)
+        if "ledger_restricted_not_negative" in str(exc):
+            raise InsufficientFunds(
+                f"Posting {reference} would overdraw a restricted account."
+            ) from exc
+        raise
     return Posted(entry=entry, created=True)
 
 
