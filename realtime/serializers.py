@@ -53,7 +53,9 @@ class NotificationPreferenceSerializer(serializers.Serializer):
 
 # --- Webhooks ------------------------------------------------------------------------------
 
-_EVENT_PATTERN = serializers.RegexField(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$", max_length=64)
+
+def _event_pattern() -> serializers.RegexField:
+    return serializers.RegexField(r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$", max_length=64)
 
 
 class WebhookEndpointSerializer(serializers.ModelSerializer):
@@ -81,7 +83,7 @@ class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
 
 class WebhookEndpointCreateSerializer(serializers.Serializer):
     url = serializers.URLField(max_length=500)
-    events = serializers.ListField(child=_EVENT_PATTERN, min_length=1, max_length=100)
+    events = serializers.ListField(child=_event_pattern(), min_length=1, max_length=100)
     description = serializers.CharField(
         max_length=200, required=False, default="", allow_blank=True
     )
@@ -90,7 +92,7 @@ class WebhookEndpointCreateSerializer(serializers.Serializer):
 class WebhookEndpointUpdateSerializer(serializers.Serializer):
     url = serializers.URLField(max_length=500, required=False)
     events = serializers.ListField(
-        child=_EVENT_PATTERN, min_length=1, max_length=100, required=False
+        child=_event_pattern(), min_length=1, max_length=100, required=False
     )
     description = serializers.CharField(max_length=200, required=False, allow_blank=True)
     is_active = serializers.BooleanField(required=False)
