@@ -37,8 +37,16 @@ serve: install migrate
 worker: install
 	$(VENV)/bin/celery -A config worker --beat -Q high,default,webhooks -l INFO --concurrency $${CELERY_CONCURRENCY:-2}
 
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`,
+# which downloads browsers); installed once, only when it is missing.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y --no-install-recommends chromium \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
+
 test: export CELERY_TASK_ALWAYS_EAGER ?= true
-test: install
+test: install $(CHROMIUM)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install

@@ -6,7 +6,6 @@ from accounts.api import MeView
 from common.api.exceptions import api_not_found
 from common.health import healthz
 from payments import views as payment_views
-from portal import views as portal_views
 
 api_v1 = [
     path("me", MeView.as_view(), name="me"),
@@ -19,7 +18,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", portal_views.dashboard, name="dashboard"),
+    path("", include("portal.urls")),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

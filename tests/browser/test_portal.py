@@ -1,0 +1,159 @@
+"""The portal in a real Chromium against a real Daphne: login, the whole milestone journey
+with the homeowner and the contractor side by side (each sees the other's action appear
+without reloading), reconnecting after a server restart, no console errors, screenshots."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import login, screenshot, wait_online
+
+pytestmark = pytest.mark.browser
+
+LIVE_TIMEOUT = 20_000
+
+
+def mark_page(page) -> None:
+    """Leave a marker in the page's JavaScript state: it survives only if nothing reloads."""
+    page.evaluate("window.__noReload = 'still here'")
+
+
+def assert_not_reloaded(page) -> None:
+    assert page.evaluate("window.__noReload") == "still here"
+
+
+def test_login_shows_the_dashboard_live_and_logout(portal_server, new_page):
+    data = portal_server.seed("active_project('login')")
+    watched = new_page()
+    page = watched.page
+
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+    page.get_by_label("Username").fill(data["homeowner"])
+    page.get_by_label("Password").fill("wrong-password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("correct username and password")
+    screenshot(page, "login")
+
+    login(page, data["homeowner"], data["password"])
+    expect(page.get_by_role("heading", name="Dashboard", level=1)).to_be_visible()
+    expect(page.get_by_text("Budget utilization per project")).to_be_visible()
+    wait_online(page)
+    expect(page.locator("#connection")).to_have_text("live")
+    screenshot(page, "dashboard-homeowner")
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))
+    assert watched.errors == []
+
+
+def test_milestone_journey_live_in_two_windows(portal_server, new_page):
+    data = portal_server.seed("active_project('journey')")
+    milestone_id = data["milestone_ids"][0]
+    project_url = f"/projects/{data['project_id']}/"
+    status = f'[data-milestone-status="{milestone_id}"]'
+
+    home_w, pro_w = new_page(), new_page()
+    home, pro = home_w.page, pro_w.page
+    login(home, data["homeowner"], data["password"])
+    login(pro, data["contractor"], data["password"])
+
+    # The homeowner saves the sandbox test card.
+    home.goto("/payment-methods/")
+    home.get_by_label("Visa •••• 4242 (succeeds)").check()
+    home.get_by_role("button", name="Add card").click()
+    expect(home.get_by_role("status").filter(has_text="Added")).to_be_visible()
+    expect(home.locator("#methods-live")).to_contain_text("visa •••• 4242")
+    screenshot(home, "payment-methods")
+
+    for page in (home, pro):
+        page.goto(project_url)
+        wait_online(page)
+    mark_page(pro)
+    expect(pro.locator(status)).to_have_text("Awaiting funding")
+    screenshot(pro, "project-contractor-before")
+
+    # Homeowner funds (confirmation step) → the contractor sees it funded, no reload.
+    home.locator(f"#confirm-{milestone_id}-fund summary").click()
+    expect(home.locator(f"#fund-method-{milestone_id}")).to_have_value(re.compile(r"\d+"))
+    home.get_by_role("button", name="Yes, pay 2,500.00 USD").click()
+    expect(home.get_by_text("Payment started for “Tiling”")).to_be_visible()
+    wait_online(home)
+    mark_page(home)
+    expect(pro.locator(status)).to_have_text("Funded (in escrow)", timeout=LIVE_TIMEOUT)
+    expect(home.locator(status)).to_have_text("Funded (in escrow)", timeout=LIVE_TIMEOUT)
+    expect(home.locator(f'[data-milestone-escrow="{milestone_id}"]')).to_have_text(
+        "2,500.00 USD", timeout=LIVE_TIMEOUT
+    )
+    expect(home.locator('[data-timeline^="payment."] li').first).to_be_visible()
+    expect(pro.get_by_role("button", name="Mark work as done")).to_be_visible()
+    assert_not_reloaded(pro)
+    assert_not_reloaded(home)
+    screenshot(home, "project-homeowner-funded")
+
+    # Contractor submits → the homeowner sees it submitted, no reload.
+    pro.get_by_role("button", name="Mark work as done").click()
+    expect(pro.locator(status)).to_have_text("Work submitted")
+    wait_online(pro)
+    mark_page(pro)
+    expect(home.locator(status)).to_have_text("Work submitted", timeout=LIVE_TIMEOUT)
+    expect(home.locator(f"#confirm-{milestone_id}-approve summary")).to_be_visible()
+    assert_not_reloaded(home)
+
+    # Homeowner approves (confirmation step) → the contractor sees it released, no reload.
+    home.locator(f"#confirm-{milestone_id}-approve summary").click()
+    home.get_by_role("button", name=re.compile(r"^Yes, approve and release")).click()
+    expect(home.locator(status)).to_have_text("Released")
+    expect(pro.locator(status)).to_have_text("Released", timeout=LIVE_TIMEOUT)
+    expect(pro.locator(f'[data-milestone-escrow="{milestone_id}"]')).to_have_text(
+        "0.00 USD", timeout=LIVE_TIMEOUT
+    )
+    assert_not_reloaded(pro)
+    screenshot(pro, "project-contractor-released")
+
+    # The dashboards show the money where it went.
+    pro.goto("/")
+    expect(pro.get_by_text("Earnings per project")).to_be_visible()
+    screenshot(pro, "dashboard-contractor")
+    home.goto("/notifications/")
+    screenshot(home, "notifications")
+    payment_link = pro.locator("a", has_text=re.compile(r"^Payment #"))
+    if payment_link.count():
+        payment_link.first.click()
+        screenshot(pro, "payment-detail")
+
+    assert home_w.errors == []
+    assert pro_w.errors == []
+
+
+def test_reconnects_after_server_restart_and_gets_missed_events(portal_server, new_page):
+    data = portal_server.seed("active_project('restart', funded=True)")
+    milestone_id = data["milestone_ids"][0]
+    status = f'[data-milestone-status="{milestone_id}"]'
+    # While the server is down Chromium reports the refused WebSocket handshakes; expected.
+    watched = new_page(tolerated=("WebSocket connection to",))
+    page = watched.page
+    login(page, data["homeowner"], data["password"])
+    page.goto(f"/projects/{data['project_id']}/")
+    wait_online(page)
+    mark_page(page)
+    expect(page.locator(status)).to_have_text("Funded (in escrow)")
+
+    portal_server.stop()
+    expect(page.locator("#connection")).not_to_have_attribute("data-state", "online")
+    expect(page.locator("#connection")).to_have_attribute(
+        "data-state", re.compile("offline|connecting")
+    )
+    # The contractor submits while this page is cut off.
+    portal_server.seed(f"submit({milestone_id})")
+    portal_server.start()
+
+    wait_online(page)
+    expect(page.locator(status)).to_have_text("Work submitted", timeout=LIVE_TIMEOUT)
+    expect(page.locator(f"#confirm-{milestone_id}-approve summary")).to_be_visible(
+        timeout=LIVE_TIMEOUT
+    )
+    assert_not_reloaded(page)
+    screenshot(page, "project-after-reconnect")
+    assert watched.errors == []
