@@ -31,6 +31,7 @@ from payments.models import CircuitBreaker, CircuitBreakerWindow
 logger = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+EVENT_NAMES = {OPEN: "opened", HALF_OPEN: "half_open", CLOSED: "closed"}
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def _announce(name: str, state: str, backend, *, retry_at=None, error_rate=None)
             CircuitBreaker.objects.filter(name=name).update(last_error_rate=error_rate)
         operators = User.objects.filter(role=User.Role.OPERATOR).values_list("pk", flat=True)
         emit(
-            f"circuit_breaker.{'half_open' if state == HALF_OPEN else state}",
+            f"circuit_breaker.{EVENT_NAMES[state]}",
             {
                 "name": name,
                 "state": state,

@@ -1,0 +1,169 @@
+"""Duplicates and reordering under 8 parallel senders on PostgreSQL: every delivery is
+answered 2xx, each event is stored once and each effect happens once."""
+
+import json
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+from django.test import Client
+
+from escrow.models import JournalEntry, Milestone
+from payments.gateways import sandbox
+from payments.models import Payment, WebhookEvent
+from realtime.models import Event
+from tests.conftest import requires_postgres
+from tests.escrow.factories import MilestoneFactory
+from tests.payments.helpers import event_body, fund, signed
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    requires_postgres,
+    pytest.mark.postgres,
+]
+
+SENDERS = 8
+
+
+def intent_events(payment):
+    def body(suffix, type, status):
+        return event_body(
+            f"evt_{payment.pk}_{suffix}",
+            type,
+            {
+                "id": payment.gateway_payment_id,
+                "object": "payment_intent",
+                "status": status,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "latest_charge": "ch_x",
+                "metadata": {"payment_id": str(payment.pk)},
+            },
+        )
+
+    return [
+        body("action", "payment_intent.requires_action", "requires_action"),
+        body("capturable", "payment_intent.amount_capturable_updated", "requires_capture"),
+        body("processing", "payment_intent.processing", "processing"),
+        body("succeeded", "payment_intent.succeeded", "succeeded"),
+    ]
+
+
+def test_eight_senders_with_duplicates_and_disorder_apply_each_effect_once(project):
+    payments = []
+    for _ in range(3):
+        payment = fund(
+            MilestoneFactory(project=project, amount=10_000), "pm_card_authenticationRequired"
+        )
+        assert payment.status == "verifying"
+        payments.append(payment)
+    sandbox.take_outbox()
+    deliveries = [body for payment in payments for body in intent_events(payment)]
+    barrier = threading.Barrier(SENDERS)
+
+    def sender(seed):
+        client = Client()
+        mine = list(deliveries)
+        random.Random(seed).shuffle(mine)
+        barrier.wait()
+        statuses = []
+        try:
+            for body in mine:
+                response = client.post(
+                    "/webhooks/sandbox/",
+                    data=body,
+                    content_type="application/json",
+                    HTTP_STRIPE_SIGNATURE=signed(body),
+                )
+                statuses.append(response.status_code)
+        finally:
+            connections.close_all()
+        return statuses
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        results = list(pool.map(sender, range(SENDERS)))
+
+    assert all(status == 200 for statuses in results for status in statuses)
+    assert WebhookEvent.objects.count() == len(deliveries)
+    assert not WebhookEvent.objects.filter(status__in=["received", "parked", "failed"]).exists()
+    for payment in payments:
+        payment.refresh_from_db()
+        # Manual capture: a webhook may leave it authorized; our capture finishes it.
+        if payment.status == "authorized":
+            from payments.services import payment_process
+
+            payment_process(payment_id=payment.pk)
+            payment.refresh_from_db()
+        assert payment.status == "completed"
+        assert Milestone.objects.get(pk=payment.milestone_id).status == "funded"
+        assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
+        completed = Event.objects.filter(type="payment.completed", aggregate_id=str(payment.pk))
+        assert completed.count() == 1
+        moves = list(
+            Event.objects.filter(type="payment.status_updated", aggregate_id=str(payment.pk))
+            .order_by("id")
+            .values_list("data__new_status", flat=True)
+        )
+        assert len(moves) == len(set(moves)), moves  # no status entered twice
+        assert moves[-1] == "completed"
+
+
+def test_eight_senders_of_the_same_event_store_it_once(project):
+    payment = fund(
+        MilestoneFactory(project=project, amount=10_000), "pm_card_authenticationRequired"
+    )
+    sandbox.take_outbox()
+    body = intent_events(payment)[-1]
+    barrier = threading.Barrier(SENDERS)
+
+    def sender(_):
+        client = Client()
+        barrier.wait()
+        try:
+            return client.post(
+                "/webhooks/sandbox/",
+                data=body,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=signed(body),
+            ).status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        statuses = list(pool.map(sender, range(SENDERS)))
+
+    assert statuses == [200] * SENDERS
+    assert WebhookEvent.objects.count() == 1
+    payment.refresh_from_db()
+    assert payment.status == "completed"
+    assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
+    assert Event.objects.filter(type="payment.completed").count() == 1
+    assert json.loads(json.dumps(WebhookEvent.objects.get().payload))["id"].startswith("evt_")
+
+
+def test_concurrent_refunds_never_exceed_the_amount(project, operator):
+    payment = fund(MilestoneFactory(project=project, amount=10_000))
+    barrier = threading.Barrier(SENDERS)
+
+    def refund(_):
+        from rest_framework.test import APIClient
+
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {operator.key}")
+        barrier.wait()
+        try:
+            return client.post(
+                f"/api/v1/payments/{payment.pk}/refunds", {"amount": 3_000}, format="json"
+            ).status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        statuses = list(pool.map(refund, range(SENDERS)))
+
+    assert sorted(statuses) == [201] * 3 + [400] * 5
+    payment.refresh_from_db()
+    assert payment.amount_refunded == 9_000
+    assert payment.status == Payment.Status.PARTIALLY_REFUNDED
