@@ -103,6 +103,7 @@ def post_entry(
     for account, amount in legs:
         per_account[account.pk] += amount
         accounts[account.pk] = account
+    _lock_event_order()
     try:
         # One savepoint for the entry, its legs and the balances: a duplicate reference or a
         # refused overdraft leaves nothing of this entry behind, even when the caller catches
@@ -138,6 +139,21 @@ def post_entry(
             ) from exc
         raise
     return Posted(entry=entry, created=True)
+
+
+def _lock_event_order() -> None:
+    """Take realtime's event-order lock (held to commit) before any account row.
+
+    Every service emits an event before it posts (the transition comes first), so it holds
+    that lock when it reaches the accounts; a caller that posted first and emitted afterwards
+    (a payout) would hold an account row while waiting for the lock, and the two deadlock.
+    Taking it here makes the order the same for every caller: event lock → accounts by id.
+    """
+    if connection.vendor == "postgresql":
+        from realtime.events import _EVENT_ORDER_LOCK
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
 
 
 def _validate(*, currency: str, legs: list[tuple[LedgerAccount, int]]) -> None:
