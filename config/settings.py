@@ -251,6 +251,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Names for choice sets shared by several models, so the schema has no generated names.
+    "ENUM_NAME_OVERRIDES": {
+        "ResultStatusEnum": "payments.models.Refund.Status",
+        "NotificationKindEnum": "realtime.models.notifications.Notification.Kind",
+    },
 }
 IDEMPOTENCY_TTL = timedelta(hours=24)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
