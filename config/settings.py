@@ -38,7 +38,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin with the operators' site (index grouping, attention panel).
+    "portal.admin_site.OpsAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

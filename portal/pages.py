@@ -78,6 +78,15 @@ def dashboard_context(*, user) -> dict:
     }
 
 
+def _payment_row(user, payment) -> dict:
+    timeline = payments_bridge.payment_timeline(user=user, payment_id=payment.pk)
+    return {
+        "payment": payment,
+        "steps": presenters.payment_steps(payment.status, timeline),
+        "timeline": timeline,
+    }
+
+
 def project_context(*, user, project_id: int) -> dict:
     """Raises ProjectNotFound for anyone who is not a party or an operator."""
     project = escrow_selectors.project_get_for_user(user=user, project_id=project_id)
@@ -101,14 +110,7 @@ def project_context(*, user, project_id: int) -> dict:
                     milestone=milestone, project=project, user=user
                 ),
                 "payments": [
-                    {
-                        "payment": payment,
-                        "steps": presenters.payment_steps(payment.status),
-                        "timeline": payments_bridge.payment_timeline(
-                            user=user, payment_id=payment.pk
-                        ),
-                    }
-                    for payment in payments.get(milestone.pk, [])
+                    _payment_row(user, payment) for payment in payments.get(milestone.pk, [])
                 ],
                 "timeline": realtime_selectors.event_list_for_aggregate(
                     aggregate_type="milestone", aggregate_id=milestone.pk

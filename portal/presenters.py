@@ -48,18 +48,20 @@ class Step:
     state: str  # "done", "current" or "upcoming"
 
 
-def _steps(order: list[str], current: str) -> list[Step]:
+def _steps(order: list[str], current: str, visited: set[str] | None = None) -> list[Step]:
+    """Each step done, current or upcoming; with `visited` (the statuses the timeline shows),
+    a step the object went past without entering (a card without 3-D Secure never verifies)
+    is "skipped"."""
     if current not in order:
         return [Step(status, STATUS_LABELS.get(status, status), "upcoming") for status in order]
     index = order.index(current)
-    return [
-        Step(
-            status,
-            STATUS_LABELS.get(status, status),
-            "done" if i < index else "current" if i == index else "upcoming",
-        )
-        for i, status in enumerate(order)
-    ]
+    steps = []
+    for i, status in enumerate(order):
+        state = "done" if i < index else "current" if i == index else "upcoming"
+        if state == "done" and visited is not None and i > 0 and status not in visited:
+            state = "skipped"
+        steps.append(Step(status, STATUS_LABELS.get(status, status), state))
+    return steps
 
 
 def milestone_steps(status: str) -> list[Step]:
@@ -69,8 +71,11 @@ def milestone_steps(status: str) -> list[Step]:
     return _steps(order, status)
 
 
-def payment_steps(status: str) -> list[Step]:
-    return _steps(PAYMENT_STEPS, status)
+def payment_steps(status: str, timeline=None) -> list[Step]:
+    visited = None
+    if timeline is not None:
+        visited = {str((event.data or {}).get("new_status")) for event in timeline}
+    return _steps(PAYMENT_STEPS, status, visited)
 
 
 @dataclass(frozen=True)

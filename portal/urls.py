@@ -16,6 +16,7 @@ urlpatterns = [
         name="milestone_action",
     ),
     path("payments/<int:payment_id>/", views.payment_detail, name="payment"),
+    path("payments/<int:payment_id>/fragment", views.payment_fragment, name="payment_fragment"),
     path("payment-methods/", views.payment_methods, name="payment_methods"),
     path(
         "payment-methods/fragment",

@@ -159,24 +159,32 @@ def _confirm_page(request, milestone, action, form, status=200):
 # --- Payments ---------------------------------------------------------------------------------
 
 
-@login_required
-@require_GET
-def payment_detail(request, payment_id: int):
+def _payment_context(request, payment_id: int) -> dict:
     try:
         payment = payments_bridge.payment_get_for_user(user=request.user, payment_id=payment_id)
     except NotFound as error:
         raise Http404("No such payment.") from error
-    return render(
-        request,
-        "portal/payment_detail.html",
-        {
-            "payment": payment,
-            "steps": presenters.payment_steps(payment.status),
-            "timeline": payments_bridge.payment_timeline(user=request.user, payment_id=payment.pk),
-            "channels": [f"payment.{payment.pk}", *pages.user_channels(request.user)],
-            "last_event_id": pages.portal_selectors.last_event_id_for_user(user=request.user),
-        },
-    )
+    timeline = payments_bridge.payment_timeline(user=request.user, payment_id=payment.pk)
+    return {
+        "payment": payment,
+        "steps": presenters.payment_steps(payment.status, timeline),
+        "timeline": timeline,
+        "channels": [f"payment.{payment.pk}", *pages.user_channels(request.user)],
+        "last_event_id": pages.portal_selectors.last_event_id_for_user(user=request.user),
+    }
+
+
+@login_required
+@require_GET
+def payment_detail(request, payment_id: int):
+    return render(request, "portal/payment_detail.html", _payment_context(request, payment_id))
+
+
+@never_cache
+@login_required
+@require_GET
+def payment_fragment(request, payment_id: int):
+    return render(request, "portal/_payment_live.html", _payment_context(request, payment_id))
 
 
 def _methods_context(request, form) -> dict:

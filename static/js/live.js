@@ -153,9 +153,11 @@ function receive(message) {
       attempts = 0;
       setState("online");
       return;
+    case "presence":
+      showPresence(message);
+      return;
     case "pong":
     case "heartbeat":
-    case "presence":
     case "unsubscribed":
     case "error":
       return;
@@ -248,6 +250,14 @@ function setAmount(selector, amount) {
       flash(element);
     }
   }
+}
+
+function showPresence(message) {
+  const element = document.querySelector(`[data-presence="${CSS.escape(message.channel || "")}"]`);
+  if (!element || !Array.isArray(message.online)) return;
+  const others = message.online.filter((user) => String(user.id) !== userId).map((user) => user.username);
+  element.hidden = others.length === 0;
+  element.textContent = others.length ? `Also here now: ${others.join(", ")}` : "";
 }
 
 // --- Server-rendered fragments -----------------------------------------------------------

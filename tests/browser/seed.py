@@ -71,3 +71,8 @@ def submit(milestone_id: int) -> None:
     milestone = Milestone.objects.select_related("project__contractor").get(pk=milestone_id)
     services.milestone_submit(milestone_id=milestone_id, actor=milestone.project.contractor)
     print(json.dumps({"status": "submitted"}))
+
+
+def operator(tag: str) -> None:
+    user = _user(f"ops_{tag}", "operator")
+    print(json.dumps({"username": user.username, "password": PASSWORD}))

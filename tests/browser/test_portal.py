@@ -99,6 +99,10 @@ def test_milestone_journey_live_in_two_windows(portal_server, new_page):
     mark_page(pro)
     expect(home.locator(status)).to_have_text("Work submitted", timeout=LIVE_TIMEOUT)
     expect(home.locator(f"#confirm-{milestone_id}-approve summary")).to_be_visible()
+    # The "ready for review" notification is counted in the navigation, live as well.
+    expect(home.locator("[data-notifications-count]")).to_have_attribute(
+        "data-notifications-count", "1", timeout=LIVE_TIMEOUT
+    )
     assert_not_reloaded(home)
 
     # Homeowner approves (confirmation step) → the contractor sees it released, no reload.
@@ -112,10 +116,16 @@ def test_milestone_journey_live_in_two_windows(portal_server, new_page):
     assert_not_reloaded(pro)
     screenshot(pro, "project-contractor-released")
 
-    # The dashboards show the money where it went.
+    # The dashboards show the money where it went: 2,500.00 less the 5 % fee, paid out.
     pro.goto("/")
     expect(pro.get_by_text("Earnings per project")).to_be_visible()
+    expect(pro.locator('[data-live-key="balance-usd-paid_out"]')).to_have_text(
+        "2,375.00 USD", timeout=LIVE_TIMEOUT
+    )
     screenshot(pro, "dashboard-contractor")
+    pro.set_viewport_size({"width": 390, "height": 844})
+    pro.goto(project_url)
+    screenshot(pro, "project-contractor-mobile")
     home.goto("/notifications/")
     screenshot(home, "notifications")
     payment_link = pro.locator("a", has_text=re.compile(r"^Payment #"))
@@ -156,4 +166,19 @@ def test_reconnects_after_server_restart_and_gets_missed_events(portal_server, n
     )
     assert_not_reloaded(page)
     screenshot(page, "project-after-reconnect")
+    assert watched.errors == []
+
+
+def test_operator_admin_index_and_project_page(portal_server, new_page):
+    data = portal_server.seed("active_project('ops')")
+    operator = portal_server.seed("operator('ops')")
+    watched = new_page()
+    page = watched.page
+    login(page, operator["username"], operator["password"])
+    page.goto(f"/projects/{data['project_id']}/")
+    expect(page.get_by_role("heading", name="Bathroom ops", level=1)).to_be_visible()
+    wait_online(page)
+    page.goto("/admin/")
+    expect(page.get_by_role("heading", name="Needs attention")).to_be_visible()
+    screenshot(page, "admin-index")
     assert watched.errors == []

@@ -33,6 +33,7 @@ class Command(BaseCommand):
                 created = True
             users[role] = user
         created = self._load_project(users) or created
+        created = self._load_card(users[User.Role.HOMEOWNER]) or created
         self.stdout.write("Demo data " + ("loaded." if created else "already present."))
         self.stdout.write("Demo logins (http://127.0.0.1:8000/accounts/login/):")
         for username, role, password in DEMO_USERS:
@@ -46,3 +47,23 @@ class Command(BaseCommand):
         return load_demo_project(
             homeowner=users[User.Role.HOMEOWNER], contractor=users[User.Role.CONTRACTOR]
         )
+
+    def _load_card(self, homeowner) -> bool:
+        """A saved sandbox test card, so the demo homeowner can fund at once (embedded mode
+        only: with Stripe configured, cards are added through Stripe Elements)."""
+        from django.conf import settings
+
+        from common.errors import DomainError
+        from payments import services as payment_services
+        from payments.models import PaymentMethod
+
+        if settings.PAYMENT_GATEWAY != "sandbox":
+            return False
+        if PaymentMethod.objects.filter(user=homeowner).exists():
+            return False
+        try:
+            payment_services.payment_method_create(user=homeowner, token="pm_card_visa")
+        except DomainError as error:
+            self.stderr.write(f"No demo card: {error.message}")
+            return False
+        return True
