@@ -266,6 +266,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="sandbox")
 PLATFORM_FEE_PERCENT = env.str("PLATFORM_FEE_PERCENT", default="5")
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+# The portal's payment-methods page uses Stripe Elements when this is set (and the gateway is
+# stripe); the CSP then allows js.stripe.com.
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 SANDBOX_WEBHOOK_SECRET = env.str("SANDBOX_WEBHOOK_SECRET", default="whsec_sandbox_development")

@@ -29,3 +29,14 @@ class PaymentMethodAddForm(forms.Form):
         widget=forms.RadioSelect,
         initial="pm_card_visa",
     )
+
+
+class StripePaymentMethodForm(forms.Form):
+    """Stripe mode: the `pm_...` id Stripe.js created from the card Element in the browser;
+    the card number went to Stripe, never here."""
+
+    token = forms.RegexField(regex=r"^pm_[A-Za-z0-9_]{3,250}$", label="Stripe payment method")
+
+
+def payment_method_form(data=None, *, stripe: bool):
+    return StripePaymentMethodForm(data) if stripe else PaymentMethodAddForm(data)

@@ -200,7 +200,8 @@ def _methods_context(request, form) -> dict:
 @login_required
 @require_http_methods(["GET", "POST"])
 def payment_methods(request):
-    form = forms.PaymentMethodAddForm(request.POST or None)
+    stripe = bool(payments_bridge.stripe_publishable_key())
+    form = forms.payment_method_form(request.POST or None, stripe=stripe)
     if request.method == "POST":
         if form.is_valid():
             try:

@@ -158,3 +158,43 @@ def test_dashboard_shows_the_pending_payment_with_steps(milestone):
     html = browser_for(homeowner).get("/").content.decode()
     assert f"Payment #{payment.pk}" in html
     assert 'aria-label="Payment progress"' in html
+
+
+def test_declined_card_shows_the_reason_and_the_milestone_can_be_funded_again(
+    milestone, django_capture_on_commit_callbacks
+):
+    homeowner = milestone.project.homeowner
+    method = payment_services.payment_method_create(user=homeowner, token="pm_card_chargeDeclined")
+    client = browser_for(homeowner)
+    with django_capture_on_commit_callbacks(execute=True):
+        csrf_post(
+            client,
+            f"/milestones/{milestone.pk}/fund",
+            {"confirm": "yes", "payment_method": method.pk},
+        )
+    payment = Payment.objects.get(milestone=milestone)
+    milestone.refresh_from_db()
+    assert payment.status in {"failed", "declined"}
+    assert milestone.status == Milestone.Status.PENDING
+    html = client.get(f"/projects/{milestone.project_id}/").content.decode()
+    assert "Failed: Your card was declined." in html
+    assert f'action="/milestones/{milestone.pk}/fund"' in html
+
+
+def test_with_stripe_keys_the_page_offers_stripe_elements_not_test_cards(settings):
+    settings.PAYMENT_GATEWAY = "stripe"
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_portal"
+    html = browser_for(HomeownerFactory()).get("/payment-methods/").content.decode()
+    assert 'data-stripe-key="pk_test_portal"' in html
+    assert 'id="card-element"' in html
+    assert "https://js.stripe.com/v3/" in html and "js/stripe-card.js" in html
+    assert 'value="pm_card_visa"' not in html
+
+
+def test_stripe_mode_refuses_anything_but_a_payment_method_id(settings):
+    settings.PAYMENT_GATEWAY = "stripe"
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_portal"
+    user = HomeownerFactory()
+    response = csrf_post(browser_for(user), "/payment-methods/", {"token": "4242424242424242"})
+    assert response.status_code == 400
+    assert not PaymentMethod.objects.filter(user=user).exists()
