@@ -75,7 +75,12 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.subscriptions: set[str] = set()
         self.presence_channels: set[str] = set()
         self.sent = _RecentIds(settings.REALTIME_DEDUPE_WINDOW)
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(settings.REALTIME_SEND_QUEUE_SIZE)
+        # Bounded by hand: live events and replies overflow at `queue_limit` (the connection
+        # is dropped), while a replay waits below half of it so replies always fit.
+        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        self.queue_limit = settings.REALTIME_SEND_QUEUE_SIZE
+        self.has_room = asyncio.Event()
+        self.has_room.set()
         self.held: list[tuple[int, str, dict]] = []
         self.replays_running = 0
         self.closing = False
@@ -199,7 +204,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def _replay(self, channels: list[str], after: int) -> None:
         """Send what `channels` carried after `after`, in id order, then the live events held
         meanwhile (those not already sent). Runs beside the receive loop so live events keep
-        being taken off the channel layer while the store is read."""
+        being taken off the channel layer while the store is read. It waits for room in the
+        send queue (it is the producer here), so only a client that stays behind while live
+        events pile up in `held` is dropped."""
         try:
             if not await database_sync_to_async(selectors.resume_is_possible)(after=after):
                 self._queue(
@@ -214,22 +221,19 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 )
                 for event in events:
                     channel = next(name for name in event.channels if name in wanted)
-                    self._send_event(event.as_message(), channel)
+                    await self._send_event_waiting(event.as_message(), channel)
                 if len(events) < REPLAY_BATCH:
                     break
                 cursor = events[-1].pk
+            while self.replays_running == 1 and self.held:
+                held, self.held = self.held, []
+                for _, channel, event in sorted(held, key=lambda item: item[0]):
+                    if channel in self.subscriptions:
+                        await self._send_event_waiting(event, channel)
         except _Overflow:
             await self._overflow()
         finally:
             self.replays_running -= 1
-            if self.replays_running == 0 and not self.closing:
-                held, self.held = self.held, []
-                try:
-                    for _, channel, event in sorted(held, key=lambda item: item[0]):
-                        if channel in self.subscriptions:
-                            self._send_event(event, channel)
-                except _Overflow:
-                    await self._overflow()
 
     # --- from the channel layer --------------------------------------------------------------
 
@@ -239,7 +243,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
             return
         try:
             if self.replays_running:
-                if len(self.held) >= settings.REALTIME_SEND_QUEUE_SIZE:
+                if len(self.held) >= self.queue_limit:
                     raise _Overflow
                 self.held.append((event["id"], channel, event))
                 return
@@ -269,25 +273,37 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.sent.add(event["id"])
         self._queue_text(_event_text(event, channel))
 
+    async def _send_event_waiting(self, event: dict, channel: str) -> None:
+        if event["id"] in self.sent or self.closing:
+            return
+        while self.outbox.qsize() >= self.queue_limit // 2:
+            self.has_room.clear()
+            await self.has_room.wait()
+        self.sent.add(event["id"])
+        self.outbox.put_nowait(_event_text(event, channel))
+
     def _queue(self, message: dict) -> None:
         self._queue_text(json.dumps(message, separators=(",", ":")))
 
     def _queue_text(self, text: str) -> None:
         if self.closing:
             return
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            raise _Overflow from None
+        if self.outbox.qsize() >= self.queue_limit:
+            raise _Overflow
+        self.outbox.put_nowait(text)
 
     async def _send_loop(self) -> None:
         limit = settings.REALTIME_SEND_BUFFER_BYTES
         while True:
             text = await self.outbox.get()
+            if self.outbox.qsize() < self.queue_limit // 2:
+                self.has_room.set()
             await self.send(text_data=text)
             # A client that does not read: wait here and let the bounded queue fill.
+            pause = 0.002
             while self.buffered_bytes is not None and self.buffered_bytes() > limit:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     async def _overflow(self) -> None:
         logger.warning(

@@ -2,6 +2,7 @@
 middleware, router, consumer) with Channels' communicator, and committed events."""
 
 import json
+import os
 
 import pytest
 from channels.db import database_sync_to_async
@@ -13,6 +14,12 @@ import realtime.presence
 from realtime.events import emit
 
 ORIGIN = (b"origin", b"http://localhost")
+
+# Like tests.conftest.requires_postgres: CI sets REDIS_URL, so these run there.
+requires_redis = pytest.mark.skipif(
+    not os.environ.get("REDIS_URL") and not os.environ.get("CI"),
+    reason="needs Redis (REDIS_URL); CI runs it",
+)
 
 
 @pytest.fixture(autouse=True)
