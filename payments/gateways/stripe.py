@@ -30,12 +30,17 @@ from payments.gateways.base import (
 API_VERSION = "2026-10-28.endive"
 
 
+def _http_client() -> stripe.HTTPClient:
+    # Every outbound call has a timeout; a timeout is an unknown outcome (see _translate).
+    return stripe.RequestsClient(timeout=settings.PAYMENTS_GATEWAY_TIMEOUT_SECONDS)
+
+
 def _client() -> stripe.StripeClient:
     return stripe.StripeClient(
         settings.STRIPE_SECRET_KEY or "sk_test_missing",
         stripe_version=API_VERSION,
         base_addresses={"api": settings.STRIPE_API_BASE},
-        http_client=stripe.RequestsClient(timeout=settings.PAYMENTS_GATEWAY_TIMEOUT_SECONDS),
+        http_client=_http_client(),
         max_network_retries=0,
     )
 
@@ -82,7 +87,13 @@ def _id_of(value) -> str:
     return value if isinstance(value, str) else _get(value, "id", "")
 
 
+def _plain(obj) -> dict:
+    """SDK objects as plain dicts (StripeObject is no longer a mapping)."""
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
 def _intent(pi) -> IntentResult:
+    pi = _plain(pi)
     error = _get(pi, "last_payment_error", {}) or {}
     return IntentResult(
         id=pi["id"],
@@ -98,6 +109,7 @@ def _intent(pi) -> IntentResult:
 
 
 def _refund(refund) -> RefundResult:
+    refund = _plain(refund)
     return RefundResult(
         id=refund["id"],
         status=refund["status"],
@@ -110,6 +122,7 @@ def _refund(refund) -> RefundResult:
 
 
 def _transfer(transfer) -> TransferResult:
+    transfer = _plain(transfer)
     return TransferResult(
         id=transfer["id"],
         amount=int(transfer["amount"]),
@@ -129,7 +142,7 @@ class StripeGateway(Gateway):
         self.client = client or _client()
 
     def describe_method(self, *, token: str) -> MethodInfo:
-        method = _call(self.client.v1.payment_methods.retrieve, token)
+        method = _plain(_call(self.client.v1.payment_methods.retrieve, token))
         card = _get(method, "card", {}) or {}
         return MethodInfo(
             token=method["id"],
@@ -234,7 +247,7 @@ class StripeGateway(Gateway):
             page = _call(service.list, params={"limit": limit})
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
-        items = list(_get(page, "data", []) or [])
+        items = [_plain(item) for item in _plain(page).get("data") or []]
         return [item for item in items if int(_get(item, "created", 0) or 0) >= created_since]
 
     def list_payments(self, *, created_since: int, limit: int = 100) -> list[IntentResult]:

@@ -1,0 +1,288 @@
+"""The Stripe adapter against localstripe (started by the tests on 127.0.0.1) and, for
+Connect transfers, which localstripe does not fake, recorded Stripe responses."""
+
+import time
+from unittest import mock
+
+import pytest
+
+from escrow import ledger
+from escrow.models import JournalEntry, Milestone
+from payments.gateways import stripe as stripe_adapter
+from payments.models import Payment, Payout, WebhookEvent
+from payments.services import payment_process, payout_account_set, reconcile
+from tests.payments.stripe_support import LocalStripe, ProxyHTTPClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WEBHOOK_SECRET = "whsec_localstripe"
+
+
+@pytest.fixture(scope="session")
+def localstripe():
+    server = LocalStripe()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy():
+    return ProxyHTTPClient()
+
+
+@pytest.fixture(autouse=True)
+def _stripe(settings, localstripe, proxy):
+    settings.PAYMENT_GATEWAY = "stripe"
+    settings.STRIPE_API_BASE = localstripe.url
+    settings.STRIPE_SECRET_KEY = "sk_test_localstripe"
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    localstripe.disable_webhooks()
+    with mock.patch.object(stripe_adapter, "_http_client", return_value=proxy):
+        yield
+    localstripe.disable_webhooks()
+
+
+def add_method(party, token):
+    response = party.post("/api/v1/payment-methods", {"token": token}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def fund(party, milestone, token="pm_card_visa"):
+    method = add_method(party, token)
+    response = party.post(
+        f"/api/v1/milestones/{milestone.pk}/fund", {"payment_method": method["id"]}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    return Payment.objects.get(pk=response.json()["id"])
+
+
+def wait_for(predicate, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_requests_pin_the_api_version_and_use_keys_from_our_rows(homeowner, milestone, proxy):
+    payment = fund(homeowner, milestone)
+
+    creates = [r for r in proxy.requests if r["path"] == "/v1/payment_intents"]
+    assert creates[0]["headers"]["Stripe-Version"] == stripe_adapter.API_VERSION
+    assert creates[0]["headers"]["Idempotency-Key"] == f"payment:{payment.pk}:authorize"
+    params = creates[0]["params"]
+    assert params["metadata[payment_id]"] == str(payment.pk)
+    assert params["capture_method"] == "manual"
+    for refused in ("transfer_group", "description", "automatic_payment_methods"):
+        assert not any(key.startswith(refused) for key in params)
+
+
+def test_visa_is_authorized_then_captured(homeowner, milestone, localstripe):
+    payment = fund(homeowner, milestone)
+
+    assert payment.status == "completed"
+    assert payment.gateway_payment_id.startswith("pi_")
+    assert payment.gateway_charge_id.startswith("ch_")
+    intent = localstripe.client().v1.payment_intents.retrieve(payment.gateway_payment_id)
+    assert intent["status"] == "succeeded"
+    assert intent["amount"] == milestone.amount
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.FUNDED
+    assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
+
+
+def test_a_declined_charge_fails_the_payment(homeowner, milestone):
+    payment = fund(homeowner, milestone, "pm_card_chargeCustomerFail")
+
+    assert payment.status == "failed"
+    assert payment.failure_code == "card_declined"
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.PENDING
+
+
+def test_localstripe_webhooks_drive_a_3ds_payment_to_completed(
+    homeowner, milestone, localstripe, live_server, settings
+):
+    settings.PAYMENTS_CAPTURE_METHOD = "automatic"
+    client = localstripe.client()
+    method = client.v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": "4000002760003184", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    payment = fund(homeowner, milestone, method["id"])
+    assert payment.status == "verifying"
+    localstripe.register_webhook(f"{live_server.url}/webhooks/stripe/", WEBHOOK_SECRET)
+
+    # The customer completes 3-D Secure at Stripe; only Stripe's signed webhook tells us.
+    intent = client.v1.payment_intents.retrieve(payment.gateway_payment_id)
+    import requests
+
+    requests.post(
+        f"{localstripe.url}/v1/payment_intents/{intent['id']}/_authenticate",
+        data={"client_secret": intent["client_secret"], "success": "true"},
+        headers={"Authorization": "Bearer sk_test_localstripe"},
+        timeout=5,
+    )
+
+    ours = WebhookEvent.objects.filter(
+        provider="stripe",
+        type="payment_intent.succeeded",
+        payload__data__object__id=payment.gateway_payment_id,
+    )
+    assert wait_for(lambda: ours.filter(status="processed").exists())
+    assert Payment.objects.get(pk=payment.pk).status == "completed"
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.FUNDED
+    assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
+
+
+def test_partial_refund_through_stripe(homeowner, operator, milestone, localstripe):
+    payment = fund(homeowner, milestone)
+
+    response = operator.post(
+        f"/api/v1/payments/{payment.pk}/refunds", {"amount": 12_345}, format="json"
+    )
+
+    assert response.status_code == 201
+    payment.refresh_from_db()
+    assert payment.status == "partially_refunded"
+    assert payment.amount_refunded == 12_345
+    refund = payment.refunds.get()
+    assert refund.status == "succeeded"
+    remote = localstripe.client().v1.refunds.retrieve(refund.gateway_refund_id)
+    assert remote["amount"] == 12_345
+
+
+def test_milestone_refund_refunds_at_stripe(homeowner, milestone, localstripe):
+    payment = fund(homeowner, milestone)
+
+    assert homeowner.post(f"/api/v1/milestones/{milestone.pk}/refund").status_code == 200
+
+    payment.refresh_from_db()
+    assert payment.status == "refunded"
+    remote = localstripe.client().v1.refunds.retrieve(payment.refunds.get().gateway_refund_id)
+    assert remote["amount"] == milestone.amount
+
+
+def test_fund_submit_approve_pays_out_with_a_connect_transfer(
+    homeowner, contractor, milestone, proxy
+):
+    payment = fund(homeowner, milestone)
+    payout_account_set(user=contractor.user, provider="stripe", account_id="acct_1MTfjCQ9PRzxEwkZ")
+
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    assert homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve").status_code == 200
+
+    payout = Payout.objects.get(milestone=milestone)
+    assert payout.status == "paid"
+    assert payout.gateway_transfer_id == "tr_1QxR3gLkdIwHu7ixNCZvFdgA"
+    (transfer,) = [r for r in proxy.requests if r["path"] == "/v1/transfers"]
+    assert transfer["params"]["transfer_group"] == f"project-{milestone.project_id}"
+    assert transfer["params"]["source_transaction"] == payment.gateway_charge_id
+    assert transfer["params"]["destination"] == "acct_1MTfjCQ9PRzxEwkZ"
+    assert transfer["params"]["amount"] == str(payout.amount)
+    assert transfer["headers"]["Idempotency-Key"] == f"payout:{payout.pk}:transfer"
+    assert JournalEntry.objects.filter(reference=f"payout-paid:{payout.pk}").count() == 1
+    assert ledger.balance(ledger.payable_account(contractor.user.pk, "usd")) == 0
+
+
+def test_a_refused_transfer_fails_the_payout_and_owes_the_money_again(
+    homeowner, contractor, milestone, proxy
+):
+    fund(homeowner, milestone)
+    payout_account_set(user=contractor.user, provider="stripe", account_id="acct_1")
+    proxy.transfer_responses.append(("transfer_insufficient_balance", 400))
+
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+
+    payout = Payout.objects.get(milestone=milestone)
+    assert payout.status == "failed"
+    assert payout.failure_code == "balance_insufficient"
+    assert ledger.balance(ledger.payable_account(contractor.user.pk, "usd")) == payout.amount
+    assert ledger.balance(ledger.in_transit_account("usd")) == 0
+
+
+def test_a_500_on_transfer_is_retried_with_the_same_key(homeowner, contractor, milestone, proxy):
+    fund(homeowner, milestone)
+    payout_account_set(user=contractor.user, provider="stripe", account_id="acct_1")
+    proxy.transfer_responses.append(("api_error_500", 500))
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+    payout = Payout.objects.get(milestone=milestone)
+    assert payout.status == "pending"
+
+    from payments.services import payout_process
+
+    payout_process(payout_id=payout.pk)
+
+    payout.refresh_from_db()
+    assert payout.status == "paid"
+    keys = {r["headers"]["Idempotency-Key"] for r in proxy.requests if r["path"] == "/v1/transfers"}
+    assert keys == {f"payout:{payout.pk}:transfer"}
+
+
+def test_without_a_connected_account_the_payout_waits(homeowner, contractor, milestone, proxy):
+    fund(homeowner, milestone)
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+
+    assert Payout.objects.get(milestone=milestone).status == "needs_account"
+    assert not [r for r in proxy.requests if r["path"] == "/v1/transfers"]
+
+
+def test_a_lost_response_is_resolved_by_repeating_the_key_and_charges_once(
+    homeowner, milestone, proxy, localstripe
+):
+    proxy.lose_next.add("/v1/payment_intents")
+    before = len(localstripe.client().v1.payment_intents.list(params={"limit": 100})["data"])
+
+    payment = fund(homeowner, milestone)
+    assert payment.status == "processing"
+    assert payment.attempts.get(operation="authorize").outcome == "unknown"
+
+    payment_process(payment_id=payment.pk)
+
+    payment.refresh_from_db()
+    assert payment.status == "completed"
+    after = len(localstripe.client().v1.payment_intents.list(params={"limit": 100})["data"])
+    assert after == before + 1
+    keys = [
+        r["headers"]["Idempotency-Key"]
+        for r in proxy.requests
+        if r["path"] == "/v1/payment_intents"
+    ]
+    assert keys == [f"payment:{payment.pk}:authorize"] * 2
+
+
+def test_reconciliation_repairs_a_missed_webhook(homeowner, milestone, localstripe, settings):
+    settings.PAYMENTS_CAPTURE_METHOD = "automatic"
+    client = localstripe.client()
+    method = client.v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": "4000002760003184", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    payment = fund(homeowner, milestone, method["id"])
+    intent = client.v1.payment_intents.retrieve(payment.gateway_payment_id)
+    import requests
+
+    requests.post(
+        f"{localstripe.url}/v1/payment_intents/{intent['id']}/_authenticate",
+        data={"client_secret": intent["client_secret"], "success": "true"},
+        headers={"Authorization": "Bearer sk_test_localstripe"},
+        timeout=5,
+    )  # webhooks are off: this success never reaches us by webhook
+
+    run = reconcile(provider="stripe")
+
+    payment.refresh_from_db()
+    assert payment.status == "completed"
+    finding = run.findings.get(kind="status_mismatch", local_id=str(payment.pk))
+    assert finding.is_repaired
+    assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
