@@ -95,6 +95,7 @@ def project_context(*, user, project_id: int) -> dict:
     payments = payments_bridge.payments_by_milestone(
         user=user, milestone_ids=[m.pk for m in milestones]
     )
+    payouts = payments_bridge.payouts_by_milestone(milestone_ids=[m.pk for m in milestones])
     methods = (
         payments_bridge.usable_payment_methods(user=user) if user.pk == project.homeowner_id else []
     )
@@ -104,6 +105,7 @@ def project_context(*, user, project_id: int) -> dict:
             {
                 "milestone": milestone,
                 "held": held.get(milestone.pk, 0),
+                "payout": payouts.get(milestone.pk),
                 "days_left": _days_left(milestone.due_date),
                 "steps": presenters.milestone_steps(milestone.status),
                 "actions": presenters.milestone_actions(

@@ -6,7 +6,7 @@ payments.services, the same ones the REST API calls."""
 from django.conf import settings
 
 from payments import selectors, services
-from payments.models import Payment, PaymentMethod
+from payments.models import Payment, PaymentMethod, Payout
 
 SANDBOX_TOKENS = [
     ("pm_card_visa", "Visa •••• 4242 (succeeds)"),
@@ -80,3 +80,10 @@ def payment_method_set_default(*, user, payment_method_id: int) -> PaymentMethod
 
 def payment_method_remove(*, user, payment_method_id: int) -> PaymentMethod:
     return services.payment_method_remove(user=user, payment_method_id=payment_method_id)
+
+
+def payouts_by_milestone(*, milestone_ids) -> dict[int, Payout]:
+    """The payout of each milestone. payments has no payout selector yet; the caller passes
+    only milestones it fetched through escrow's permission-checked project selector."""
+    payouts = Payout.objects.filter(milestone_id__in=list(milestone_ids))
+    return {payout.milestone_id: payout for payout in payouts}

@@ -35,6 +35,8 @@ STATUS_LABELS = {
     "verified": "Verified",
     "expired": "Expired",
     "removed": "Removed",
+    "paid": "Paid",
+    "needs_account": "Waiting for a payout account",
 }
 
 MILESTONE_STEPS = ["pending", "funding", "funded", "submitted", "approved", "released"]

@@ -37,6 +37,8 @@ const STATUS_LABELS = {
   "verified": "Verified",
   "expired": "Expired",
   "removed": "Removed",
+  "paid": "Paid",
+  "needs_account": "Waiting for a payout account",
 };
 
 const BACKOFF_BASE_MS = 500;
@@ -85,7 +87,9 @@ function setState(state) {
 }
 
 function channels() {
-  return (body.dataset.channels || "").split(/\s+/).filter(Boolean);
+  // Every signed-in page at least follows the user's own payments (the server's default).
+  const named = (body.dataset.channels || "").split(/\s+/).filter(Boolean);
+  return [...new Set([`user.${userId}.payments`, ...named])];
 }
 
 function socketUrl() {

@@ -43,6 +43,20 @@ def test_login_shows_the_dashboard_live_and_logout(portal_server, new_page):
     expect(page.locator("#connection")).to_have_text("live")
     screenshot(page, "dashboard-homeowner")
 
+    # Keyboard: the first Tab reaches the skip link, which becomes visible and moves focus.
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    box = skip.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["y"] >= 0
+    page.keyboard.press("Enter")
+    expect(page.locator("#main")).to_be_focused()
+
+    # A page that names no channels still goes live (the user's own payments).
+    page.goto("/notifications/")
+    wait_online(page)
+    screenshot(page, "notifications-empty")
+
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/accounts/login/"))
     assert watched.errors == []
@@ -112,6 +126,9 @@ def test_milestone_journey_live_in_two_windows(portal_server, new_page):
     expect(pro.locator(status)).to_have_text("Released", timeout=LIVE_TIMEOUT)
     expect(pro.locator(f'[data-milestone-escrow="{milestone_id}"]')).to_have_text(
         "0.00 USD", timeout=LIVE_TIMEOUT
+    )
+    expect(pro.locator(f'[data-live-key="payout-{milestone_id}"]')).to_have_text(
+        "Paid", timeout=LIVE_TIMEOUT
     )
     assert_not_reloaded(pro)
     screenshot(pro, "project-contractor-released")

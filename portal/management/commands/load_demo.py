@@ -1,6 +1,8 @@
 """Demo data for `make run`, loaded once: a homeowner, a contractor, a helper and an operator
 with printed logins, and a project with milestones between the first two."""
 
+import os
+
 from django.core.management.base import BaseCommand
 
 from accounts.models import User
@@ -35,7 +37,8 @@ class Command(BaseCommand):
         created = self._load_project(users) or created
         created = self._load_card(users[User.Role.HOMEOWNER]) or created
         self.stdout.write("Demo data " + ("loaded." if created else "already present."))
-        self.stdout.write("Demo logins (http://127.0.0.1:8000/accounts/login/):")
+        port = os.environ.get("PORT", "8000")
+        self.stdout.write(f"Demo logins (http://127.0.0.1:{port}/accounts/login/):")
         for username, role, password in DEMO_USERS:
             self.stdout.write(f"  {role:<11} {username} / {password}")
 
