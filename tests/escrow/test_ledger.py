@@ -80,9 +80,14 @@ def test_must_run_inside_a_transaction():
 
 def test_accounts_are_created_once_per_code_and_currency():
     milestone = MilestoneFactory()
+    contractor_id = milestone.project.contractor_id
 
     assert ledger.escrow_account(milestone).pk == ledger.escrow_account(milestone).pk
-    assert ledger.payable_account(1, "usd").pk != ledger.payable_account(1, "eur").pk
+    usd, eur = (
+        ledger.payable_account(contractor_id, "usd"),
+        ledger.payable_account(contractor_id, "eur"),
+    )
+    assert usd.pk != eur.pk and usd.pk == ledger.payable_account(contractor_id, "usd").pk
     assert ledger.escrow_account(milestone).is_restricted
     assert not ledger.gateway_account("sandbox", "usd").is_restricted
 
