@@ -382,6 +382,8 @@ async function refreshUnread() {
     badge.hidden = !unread;
     badge.firstChild.textContent = String(unread);
     flash(badge);
+    // Notifications are derived after the event; the list follows the count.
+    if (document.getElementById("notifications-live")) scheduleRefresh("notifications-live");
   } catch {
     // Not important enough to report; the next event retries.
   }

@@ -134,8 +134,10 @@ def portal_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in this
+    thread while it is open, which would break the asyncio tests collected after this one."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
