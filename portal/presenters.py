@@ -264,7 +264,11 @@ def event_summary(event_type: str, data: dict) -> str:
             f" ({data.get('reason', 'changed')})"
         )
     if event_type == "contract.signed":
-        return f"Contract {title} signed"
+        return f"Contract {title} signed by both parties"
+    if event_type == "project.created":
+        return f"Project {title} created"
+    if event_type == "project.signed":
+        return f"Project {title} signed by the {data.get('role') or 'party'}"
     if event_type == "project.status_updated":
         return f"Project {title}: {label}".strip()
     if event_type.startswith("payout."):

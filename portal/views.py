@@ -120,8 +120,8 @@ def milestone_action(request, milestone_id: int, action: str):
             )
             messages.success(
                 request,
-                f"Payment started for “{milestone.title}”. "
-                f"Status: {presenters.STATUS_LABELS.get(payment.status, payment.status)}.",
+                f"Payment started for “{milestone.title}” (payment #{payment.pk}); "
+                "its progress shows below as the card is processed.",
             )
         else:
             milestone = _SERVICES[action](milestone_id=milestone.pk, actor=request.user)

@@ -278,3 +278,33 @@ def test_operator_sees_refund_on_submitted_milestone(project, milestone):
     csrf_post(browser_for(operator), f"/milestones/{milestone.pk}/refund", {"confirm": "yes"})
     milestone.refresh_from_db()
     assert milestone.status == Milestone.Status.REFUNDED
+
+
+def test_event_summaries_read_as_sentences():
+    data = {"title": "Tiling", "amount": 250_000, "currency": "usd", "new_status": "submitted"}
+    assert presenters.event_summary("milestone.status_updated", data) == (
+        "Milestone “Tiling”: Work submitted"
+    )
+    assert presenters.event_summary("project.signed", {"title": "Deck", "role": "contractor"}) == (
+        "Project “Deck” signed by the contractor"
+    )
+    assert presenters.event_summary(
+        "payment.failed", {**data, "failure_code": "card_declined"}
+    ) == ("Payment of 2,500.00 USD failed (card_declined)")
+    assert presenters.event_summary("something.new", {}) == "something: new"
+
+
+def test_payment_steps_mark_skipped_states_from_the_timeline():
+    class Event:
+        def __init__(self, new_status):
+            self.data = {"new_status": new_status}
+
+    timeline = [Event("processing"), Event("authorized"), Event("completed")]
+    states = {step.status: step.state for step in presenters.payment_steps("completed", timeline)}
+    assert states == {
+        "initiated": "done",
+        "processing": "done",
+        "verifying": "skipped",
+        "authorized": "done",
+        "completed": "current",
+    }
