@@ -42,8 +42,8 @@ worker: install
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
-	$$SUDO apt-get install -y --no-install-recommends chromium \
-	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
+	$$SUDO apt-get install -y chromium \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 test: export CELERY_TASK_ALWAYS_EAGER ?= true
 test: install $(CHROMIUM)
