@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import login, screenshot, wait_online
+from tests.browser.conftest import Watched, login, screenshot, wait_online
 
 pytestmark = pytest.mark.browser
 
@@ -119,6 +119,15 @@ def test_milestone_journey_live_in_two_windows(portal_server, new_page):
     )
     assert_not_reloaded(home)
 
+    # The contractor also watches the dashboard in a second tab (same session).
+    dash_w = Watched(pro.context.new_page())
+    dash = dash_w.page
+    dash.goto("/")
+    wait_online(dash)
+    mark_page(dash)
+    paid_out = dash.locator('[data-live-key="balance-usd-paid_out"]')
+    expect(paid_out).to_have_text("0.00 USD")
+
     # Homeowner approves (confirmation step) → the contractor sees it released, no reload.
     home.locator(f"#confirm-{milestone_id}-approve summary").click()
     home.get_by_role("button", name=re.compile(r"^Yes, approve and release")).click()
@@ -132,6 +141,11 @@ def test_milestone_journey_live_in_two_windows(portal_server, new_page):
     )
     assert_not_reloaded(pro)
     screenshot(pro, "project-contractor-released")
+    # ... and the dashboard tab shows the payout (2,500.00 less the 5 % fee), no reload.
+    expect(paid_out).to_have_text("2,375.00 USD", timeout=LIVE_TIMEOUT)
+    expect(dash.locator(".feed li").first).to_contain_text("Payout of 2,375.00 USD")
+    assert_not_reloaded(dash)
+    screenshot(dash, "dashboard-contractor-live")
 
     # The dashboards show the money where it went: 2,500.00 less the 5 % fee, paid out.
     pro.goto("/")
@@ -152,6 +166,7 @@ def test_milestone_journey_live_in_two_windows(portal_server, new_page):
 
     assert home_w.errors == []
     assert pro_w.errors == []
+    assert dash_w.errors == []
 
 
 def test_reconnects_after_server_restart_and_gets_missed_events(portal_server, new_page):
