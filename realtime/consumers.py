@@ -298,7 +298,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
             text = await self.outbox.get()
             if self.outbox.qsize() < self.queue_limit // 2:
                 self.has_room.set()
-            await self.send(text_data=text)
+            try:
+                await self.send(text_data=text)
+            except Exception:  # the server refuses: the peer is gone, its disconnect follows
+                self.closing = True
+                return
             # A client that does not read: wait here and let the bounded queue fill.
             pause = 0.002
             while self.buffered_bytes is not None and self.buffered_bytes() > limit:

@@ -64,15 +64,15 @@ def emit(
     EventChannel.objects.bulk_create(
         [EventChannel(event=event, channel=channel) for channel in channel_names]
     )
-    transaction.on_commit(lambda: _after_commit(event.pk))
+    transaction.on_commit(lambda: _after_commit(event))
     return event
 
 
-def _after_commit(event_id: int) -> None:
+def _after_commit(event: Event) -> None:
     from realtime.publishing import publish_events
 
     try:
-        publish_events([event_id])
+        publish_events([event])
     except Exception:
         # The sweep publishes it later; the change itself is committed and safe.
-        logger.exception("event publish failed", extra={"event_id": event_id})
+        logger.exception("event publish failed", extra={"event_id": event.pk})
