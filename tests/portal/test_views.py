@@ -251,9 +251,18 @@ def test_fragment_is_the_live_region_only(project, milestone):
 
 def test_pages_carry_the_strict_csp_and_no_inline_script_or_style(project, milestone):
     fund(milestone)
-    client = browser_for(project.homeowner)
-    for url in ["/", f"/projects/{project.pk}/", "/payment-methods/", "/notifications/"]:
-        response = client.get(url)
+    homeowner, operator = browser_for(project.homeowner), browser_for(OperatorFactory())
+    for url in [
+        "/",
+        f"/projects/{project.pk}/",
+        f"/milestones/{milestone.pk}/refund",
+        "/payment-methods/",
+        "/notifications/",
+        "/accounts/password/",
+        "/admin/",
+    ]:
+        response = (operator if url.startswith("/admin/") else homeowner).get(url)
+        assert response.status_code == 200, url
         html = response.content.decode()
         assert "script-src 'self'" in response["Content-Security-Policy"], url
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), url
