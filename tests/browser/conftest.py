@@ -199,3 +199,33 @@ def wait_online(page) -> None:
 def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+UNLABELLED_JS = """() => {
+  const named = (el) => (el.labels && el.labels.length) || el.getAttribute("aria-label")
+    || el.getAttribute("aria-labelledby") || el.getAttribute("title");
+  const problems = [];
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    if (el.type === "hidden") continue;
+    if (!named(el)) problems.push(`unlabelled ${el.tagName} ${el.name || el.id}`);
+  }
+  for (const el of document.querySelectorAll("button, a[href], summary")) {
+    if (!(el.textContent.trim() || el.getAttribute("aria-label"))) {
+      problems.push(`nameless ${el.tagName}`);
+    }
+  }
+  for (const el of document.querySelectorAll("svg[role=img]")) {
+    if (!el.querySelector("title") && !el.getAttribute("aria-label")) {
+      problems.push("svg without title");
+    }
+  }
+  const headings = [...document.querySelectorAll("h1")];
+  if (headings.length !== 1) problems.push(`${headings.length} h1 elements`);
+  if (!document.documentElement.lang) problems.push("no lang");
+  return problems;
+}"""
+
+
+def accessibility_problems(page) -> list[str]:
+    """Basic, mechanical checks: labels, accessible names, one h1, a page language."""
+    return page.evaluate(UNLABELLED_JS)

@@ -7,7 +7,13 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Watched, login, screenshot, wait_online
+from tests.browser.conftest import (
+    Watched,
+    accessibility_problems,
+    login,
+    screenshot,
+    wait_online,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -39,6 +45,7 @@ def test_login_shows_the_dashboard_live_and_logout(portal_server, new_page):
     login(page, data["homeowner"], data["password"])
     expect(page.get_by_role("heading", name="Dashboard", level=1)).to_be_visible()
     expect(page.get_by_text("Budget utilization per project")).to_be_visible()
+    assert accessibility_problems(page) == []
     wait_online(page)
     expect(page.locator("#connection")).to_have_text("live")
     screenshot(page, "dashboard-homeowner")
@@ -80,12 +87,15 @@ def test_milestone_journey_live_in_two_windows(portal_server, new_page):
     expect(home.get_by_role("status").filter(has_text="Added")).to_be_visible()
     expect(home.locator("#methods-live")).to_contain_text("visa •••• 4242")
     screenshot(home, "payment-methods")
+    assert accessibility_problems(home) == []
 
     for page in (home, pro):
         page.goto(project_url)
         wait_online(page)
     mark_page(pro)
     expect(pro.locator(status)).to_have_text("Awaiting funding")
+    assert accessibility_problems(home) == []
+    assert accessibility_problems(pro) == []
     screenshot(pro, "project-contractor-before")
 
     # Homeowner funds (confirmation step) → the contractor sees it funded, no reload.
