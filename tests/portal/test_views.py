@@ -317,3 +317,30 @@ def test_payment_steps_mark_skipped_states_from_the_timeline():
         "authorized": "done",
         "completed": "current",
     }
+
+
+def test_request_inspection_then_approve_from_inspection(project, milestone):
+    fund(milestone)
+    from escrow import services
+
+    services.milestone_submit(milestone_id=milestone.pk, actor=project.contractor)
+    client = browser_for(project.homeowner)
+    csrf_post(client, f"/milestones/{milestone.pk}/request-inspection")
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.INSPECTION
+    html = client.get(f"/projects/{project.pk}/").content.decode()
+    assert "Inspection requested" in html
+    assert f'action="/milestones/{milestone.pk}/approve"' in html
+    csrf_post(client, f"/milestones/{milestone.pk}/approve", {"confirm": "yes"})
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.RELEASED
+
+
+def test_cancel_a_pending_milestone_after_confirmation(project, milestone):
+    client = browser_for(project.homeowner)
+    csrf_post(client, f"/milestones/{milestone.pk}/cancel")
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.PENDING
+    csrf_post(client, f"/milestones/{milestone.pk}/cancel", {"confirm": "yes"})
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.CANCELLED
