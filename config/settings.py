@@ -313,7 +313,9 @@ REALTIME_PRESENCE_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="escrowpay")
 # Resume (WebSocket last_event_id, GET /api/v1/events?after=) works this far back.
 REALTIME_REPLAY_RETENTION = timedelta(days=env.int("REALTIME_REPLAY_RETENTION_DAYS", default=30))
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
-WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# Outgoing webhooks to loopback/private addresses: refused in production (SSRF), allowed in
+# the DEBUG development mode so a local receiver works with `make run`.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=DEBUG)
 WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
 # Waits after failed attempt 1, 2, ...: 8 attempts over about 27 hours.
 WEBHOOK_RETRY_DELAYS_SECONDS = [5, 300, 1800, 7200, 18000, 36000, 36000]

@@ -66,10 +66,12 @@ def message_id(event) -> str:
     return f"evt_{event.pk}"
 
 
-def target_check(url: str, *, allow_private: bool) -> None:
+def target_check(url: str, *, allow_private: bool, must_resolve: bool = True) -> None:
     """Refuse anything but http(s) to a public address (unless `allow_private`).
 
-    Checked when the endpoint is saved and again before each attempt, since DNS can change."""
+    Checked when the endpoint is saved and again before each attempt, since DNS can change.
+    When saving, a name that does not resolve (yet) is accepted (`must_resolve=False`); the
+    attempt refuses it until it resolves to a public address."""
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise WebhookTargetRefused("The webhook URL must be an http or https URL.")
@@ -81,6 +83,8 @@ def target_check(url: str, *, allow_private: bool) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         addresses = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError) as exc:
+        if not must_resolve:
+            return
         raise WebhookTargetRefused("The webhook URL's host does not resolve.") from exc
     for *_, sockaddr in addresses:
         address = ipaddress.ip_address(sockaddr[0].split("%")[0])

@@ -41,8 +41,10 @@ def _endpoint_for_update(*, endpoint_id: int, owner) -> WebhookEndpoint:
     return endpoint
 
 
-def _check_target(url: str) -> None:
-    webhook_http.target_check(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_TARGETS)
+def _check_target(url: str, *, must_resolve: bool = True) -> None:
+    webhook_http.target_check(
+        url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_TARGETS, must_resolve=must_resolve
+    )
 
 
 def webhook_endpoint_create(
@@ -52,7 +54,7 @@ def webhook_endpoint_create(
 
     Raises WebhookTargetRefused for a non-http(s) or non-public URL (unless
     WEBHOOK_ALLOW_PRIVATE_TARGETS). The secret is generated here and shown to the owner."""
-    _check_target(url)
+    _check_target(url, must_resolve=False)
     return WebhookEndpoint.objects.create(
         owner=owner,
         url=url,
@@ -74,7 +76,7 @@ def webhook_endpoint_update(
     """Change an endpoint. Re-enabling one clears its failure count; deliveries still pending
     resume on their schedule. Raises WebhookEndpointNotFound, WebhookTargetRefused."""
     if url is not None:
-        _check_target(url)
+        _check_target(url, must_resolve=False)
     with transaction.atomic(durable=True):
         endpoint = _endpoint_for_update(endpoint_id=endpoint_id, owner=owner)
         if url is not None:

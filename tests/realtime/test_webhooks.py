@@ -322,3 +322,20 @@ def test_a_target_that_became_private_is_not_called(homeowner, receiver, setting
     assert receiver.requests == []
     assert delivery.status == "pending"
     assert "public address" in delivery.last_error
+
+
+def test_a_name_that_does_not_resolve_yet_is_accepted_but_never_called(homeowner, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+
+    response = homeowner.post(
+        "/api/v1/webhook-endpoints",
+        {"url": "https://hooks.invalid/receive", "events": ["*"]},
+        format="json",
+    )
+    committed_event(homeowner.user)
+
+    assert response.status_code == 201
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "pending"
+    assert WebhookAttempt.objects.get().status_code is None
+    assert "does not resolve" in delivery.last_error
