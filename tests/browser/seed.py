@@ -76,3 +76,15 @@ def submit(milestone_id: int) -> None:
 def operator(tag: str) -> None:
     user = _user(f"ops_{tag}", "operator")
     print(json.dumps({"username": user.username, "password": PASSWORD}))
+
+
+def prune_replay() -> None:
+    """Pretend the replay index was pruned up to the newest event: a client resuming from
+    before it is told to resync instead of getting a replay."""
+    from django.db.models import Max
+
+    from realtime.models import Event, ReplayHorizon
+
+    newest = Event.objects.aggregate(newest=Max("id"))["newest"] or 0
+    ReplayHorizon.objects.update_or_create(pk=1, defaults={"pruned_through_id": newest})
+    print(json.dumps({"pruned_through_id": newest}))

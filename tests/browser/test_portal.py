@@ -224,3 +224,31 @@ def test_operator_admin_index_and_project_page(portal_server, new_page):
     expect(page.get_by_role("heading", name="Needs attention")).to_be_visible()
     screenshot(page, "admin-index")
     assert watched.errors == []
+
+
+def test_resync_when_the_missed_events_are_no_longer_replayable(portal_server, new_page):
+    data = portal_server.seed("active_project('resync', funded=True)")
+    milestone_id = data["milestone_ids"][0]
+    status = f'[data-milestone-status="{milestone_id}"]'
+    watched = new_page(tolerated=("WebSocket connection to",))
+    page = watched.page
+    login(page, data["homeowner"], data["password"])
+    page.goto(f"/projects/{data['project_id']}/")
+    wait_online(page)
+    mark_page(page)
+
+    portal_server.stop()
+    expect(page.locator("#connection")).not_to_have_attribute("data-state", "online")
+    portal_server.seed(f"submit({milestone_id})")
+    pruned = portal_server.seed("prune_replay()")["pruned_through_id"]
+    portal_server.start()
+
+    # The server answers the resume with resync_required; the page reloads its regions.
+    wait_online(page)
+    expect(page.locator(status)).to_have_text("Work submitted", timeout=LIVE_TIMEOUT)
+    expect(page.locator("body")).to_have_attribute(
+        "data-last-event-id", re.compile(r"^\d+$"), timeout=LIVE_TIMEOUT
+    )
+    assert int(page.locator("body").get_attribute("data-last-event-id")) >= pruned
+    assert_not_reloaded(page)
+    assert watched.errors == []
