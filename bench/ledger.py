@@ -307,6 +307,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--contractors", type=int, default=50)
     parser.add_argument("--mode", choices=["ledger", "services", "both"], default="ledger")
+    parser.add_argument("--no-pgbench", action="store_true", help="only the escrow side")
     args = parser.parse_args()
     url = server_url()
     setup_django(url)
@@ -326,7 +327,12 @@ def main() -> None:
     finally:
         release_connections()
         drop(url, APP_DB)
-    pgbench_tps, pgbench_command = measure_pgbench(url, clients=args.workers, seconds=args.seconds)
+    if args.no_pgbench:
+        pgbench_tps, pgbench_command = float("nan"), "(skipped)"
+    else:
+        pgbench_tps, pgbench_command = measure_pgbench(
+            url, clients=args.workers, seconds=args.seconds
+        )
 
     print(f"\n{args.workers} workers, {args.seconds} s each, server {urlsplit(url).netloc}")
     print(f"pgbench: {pgbench_command} (scale {args.workers})\n")

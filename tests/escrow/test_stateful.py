@@ -404,6 +404,7 @@ def test_random_operation_sequences_keep_every_ledger_invariant():
             stateful_step_count=40,
             deadline=None,
             database=None,  # no .hypothesis/ directory in the tree
+            print_blob=True,  # a failure prints the @reproduce_failure blob
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
