@@ -72,6 +72,8 @@ def bench_env(database_url: str, redis_url: str) -> dict:
         LOG_LEVEL="WARNING",
         ALLOWED_HOSTS="localhost,127.0.0.1",
         DB_POOL_MAX_SIZE="30",
+        # Pub/sub is global on a Redis server: stay apart from anything else using it.
+        CHANNEL_LAYER_PREFIX=f"rt-bench-{os.getpid()}",
         REALTIME_HEARTBEAT_SECONDS="25",
         PAYMENTS_RETRY_TIMERS="false",
         SANDBOX_WEBHOOK_DELIVERY="off",

@@ -9,6 +9,7 @@ pub/sub layer, the Redis cache and the Redis Celery broker.
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
@@ -157,7 +158,12 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "max_connections": REDIS_MAX_CONNECTIONS}],
-                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="escrowpay"),
+                # Redis pub/sub ignores the database number; the prefix carries it so that
+                # deployments or test runs on other databases of one Redis stay apart.
+                "prefix": env.str(
+                    "CHANNEL_LAYER_PREFIX",
+                    default=f"escrowpay.db{urlsplit(REDIS_URL).path.strip('/') or '0'}",
+                ),
             },
         }
     }
