@@ -40,3 +40,18 @@ class StripePaymentMethodForm(forms.Form):
 
 def payment_method_form(data=None, *, stripe: bool):
     return StripePaymentMethodForm(data) if stripe else PaymentMethodAddForm(data)
+
+
+class NotificationPreferenceForm(forms.Form):
+    """Which notifications also come by e-mail (the portal list always shows them all)."""
+
+    email_enabled = forms.BooleanField(required=False, label="Send me e-mails")
+    email_kinds = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="E-mail me about",
+    )
+
+    def __init__(self, *args, kinds=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["email_kinds"].choices = list(kinds)

@@ -31,6 +31,11 @@ urlpatterns = [
     path("notifications/", views.notifications, name="notifications"),
     path("notifications/fragment", views.notifications_fragment, name="notifications_fragment"),
     path("notifications/unread", views.notifications_unread, name="notifications_unread"),
+    path(
+        "notifications/preferences",
+        views.notification_preferences,
+        name="notification_preferences",
+    ),
     path("notifications/read-all", views.notifications_read_all, name="notifications_read_all"),
     path(
         "notifications/<int:notification_id>/read",

@@ -271,10 +271,46 @@ def _notifications_context(request) -> dict:
     }
 
 
+def _preference_form(request, data=None):
+    from realtime import selectors as realtime_selectors
+    from realtime.models import Notification
+
+    preference = realtime_selectors.notification_preference_for_user(user=request.user)
+    kinds = Notification.Kind.choices
+    initial = {
+        "email_enabled": preference.email_enabled,
+        "email_kinds": [kind for kind, _ in kinds if kind not in preference.email_muted_kinds],
+    }
+    return forms.NotificationPreferenceForm(data, initial=initial, kinds=kinds)
+
+
 @login_required
 @require_GET
 def notifications(request):
-    return render(request, "portal/notifications.html", _notifications_context(request))
+    context = _notifications_context(request)
+    context["preference_form"] = _preference_form(request)
+    return render(request, "portal/notifications.html", context)
+
+
+@login_required
+@require_POST
+def notification_preferences(request):
+    from realtime.services.notifications import notification_preference_update
+
+    form = _preference_form(request, request.POST)
+    if form.is_valid():
+        wanted = set(form.cleaned_data["email_kinds"])
+        notification_preference_update(
+            user=request.user,
+            email_enabled=form.cleaned_data["email_enabled"],
+            email_muted_kinds=[
+                kind for kind, _ in form.fields["email_kinds"].choices if kind not in wanted
+            ],
+        )
+        messages.success(request, "Your e-mail preferences are saved.")
+    else:
+        messages.error(request, "Those preferences could not be saved.")
+    return redirect("portal:notifications")
 
 
 @never_cache

@@ -63,6 +63,7 @@ def test_login_shows_the_dashboard_live_and_logout(portal_server, new_page):
     page.goto("/notifications/")
     wait_online(page)
     screenshot(page, "notifications-empty")
+    assert accessibility_problems(page) == []
 
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/accounts/login/"))

@@ -3,7 +3,7 @@ changes only the viewer's notification; another user's is 404."""
 
 import pytest
 
-from realtime.models import Notification
+from realtime.models import Notification, NotificationPreference
 from realtime.services.notifications import notification_create
 from tests.factories import HomeownerFactory
 from tests.portal.test_views import browser_for, csrf_post
@@ -48,3 +48,21 @@ def test_someone_elses_notification_is_404_and_stays_unread():
     assert response.status_code == 404
     notification.refresh_from_db()
     assert notification.read_at is None
+
+
+def test_email_preferences_are_saved_through_the_service():
+    user = HomeownerFactory()
+    client = browser_for(user)
+    html = client.get("/notifications/").content.decode()
+    assert 'name="email_enabled"' in html and 'value="payment_failed"' in html
+    response = csrf_post(
+        client,
+        "/notifications/preferences",
+        {"email_enabled": "on", "email_kinds": ["payment_failed", "funds_released"]},
+        follow=True,
+    )
+    assert "Your e-mail preferences are saved." in response.content.decode()
+    preference = NotificationPreference.objects.get(user=user)
+    assert preference.email_enabled is True
+    assert "payment_failed" not in preference.email_muted_kinds
+    assert "milestone_submitted" in preference.email_muted_kinds
