@@ -186,6 +186,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Celery 5.7 ignores a task's `queue=` attribute when routing; routes decide the queue.
+CELERY_TASK_ROUTES = {
+    "payments.webhook_process": {"queue": "webhooks"},
+    "payments.sandbox_deliver": {"queue": "webhooks"},
+    "payments.webhooks_due": {"queue": "webhooks"},
+}
 # Periodic work; each app's tasks are bounded batches (see the tasks modules).
 CELERY_BEAT_SCHEDULE = {
     "idempotency-prune": {

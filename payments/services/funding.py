@@ -56,14 +56,14 @@ def is_high_priority(amount: int) -> bool:
     return amount > settings.PAYMENTS_HIGH_PRIORITY_AMOUNT
 
 
-def transition(payment: Payment, *, to: str) -> str:
-    """Move a locked payment along the table and emit payment.status_updated. Caller holds the
-    payment's lock. Returns the previous status."""
+def transition(payment: Payment, *, to: str, also: list[str] = ()) -> str:
+    """Move a locked payment along the table (saving the `also` fields in the same UPDATE) and
+    emit payment.status_updated. Caller holds the payment's lock. Returns the previous status."""
     previous = payment.status
     if to not in Payment.TRANSITIONS[previous]:
         raise IllegalTransition(obj_name=f"Payment {payment.pk}", current=previous, target=to)
     payment.status = to
-    payment.save(update_fields=["status", "updated_at"])
+    payment.save(update_fields=["status", "updated_at", *also])
     emit_payment("payment.status_updated", payment, previous_status=previous, new_status=to)
     return previous
 
@@ -321,44 +321,53 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
     a failure after success. `followup`: enqueue the capture after commit when this made the
     payment authorized (the webhook path; the processing task captures by itself).
     Caller holds the milestone and payment locks. Returns whether anything changed."""
-    changed_ids = []
-    if intent.id and payment.gateway_payment_id != intent.id and not payment.gateway_payment_id:
+    # Gateway ids are saved with the status change below (one UPDATE), or alone.
+    dirty = []
+    if intent.id and not payment.gateway_payment_id:
         payment.gateway_payment_id = intent.id
-        changed_ids.append("gateway_payment_id")
+        dirty.append("gateway_payment_id")
     if intent.charge_id and not payment.gateway_charge_id:
         payment.gateway_charge_id = intent.charge_id
-        changed_ids.append("gateway_charge_id")
-    if changed_ids:
-        payment.save(update_fields=changed_ids)
+        dirty.append("gateway_charge_id")
     target = target_status(payment.status, intent)
-    if target is None or target == payment.status:
-        return False
-    if target not in Payment.TRANSITIONS[payment.status]:
+    stale = target is None or target == payment.status
+    if not stale and target not in Payment.TRANSITIONS[payment.status]:
         logger.info(
             "stale gateway state ignored",
             extra={"payment_id": payment.pk, "current": payment.status, "reported": target},
         )
+        stale = True
+    if (
+        not stale
+        and target not in Payment.FAILURES
+        and (intent.amount != payment.amount or intent.currency != payment.currency)
+    ):
+        logger.error("gateway amount differs", extra={"payment_id": payment.pk})
+        stale = True
+    if stale:
+        if dirty:
+            payment.save(update_fields=dirty)
         return False
     if target in Payment.FAILURES:
+        if dirty:
+            payment.save(update_fields=dirty)
         _to_failure(payment, code=intent.failure_code, message=intent.failure_message, to=target)
         return True
-    if intent.amount != payment.amount or intent.currency != payment.currency:
-        logger.error("gateway amount differs", extra={"payment_id": payment.pk})
-        return False
-    transition(payment, to=target)
     if target == Status.COMPLETED:
         payment.completed_at = timezone.now()
         payment.next_attempt_at = None
-        payment.save(update_fields=["completed_at", "next_attempt_at"])
+        dirty += ["completed_at", "next_attempt_at"]
+    transition(payment, to=target, also=dirty)
+    if target == Status.COMPLETED:
+        # Both errors are raised before escrow writes anything, so no savepoint is needed.
         try:
-            with transaction.atomic():
-                escrow_services.milestone_funded(
-                    milestone_id=payment.milestone_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    reference=f"{payment.pk}",
-                    provider=payment.provider,
-                )
+            escrow_services.milestone_funded(
+                milestone_id=payment.milestone_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                reference=f"{payment.pk}",
+                provider=payment.provider,
+            )
         except (IllegalTransition, FundingMismatch):
             # The money is taken but the milestone moved on (cancelled, or funded by another
             # payment): reconciliation reports it and an operator refunds it.

@@ -16,7 +16,7 @@ from escrow import services as escrow_services
 from escrow.exceptions import IllegalTransition
 from payments import signatures
 from payments.calls import retry_delay
-from payments.exceptions import UnknownObject, WebhookRejected
+from payments.exceptions import PaymentNotFound, UnknownObject, WebhookRejected
 from payments.gateways import IntentResult, RefundResult, TransferResult
 from payments.locks import payment_for_update
 from payments.models import Payment, Payout, Refund, WebhookEvent
@@ -100,8 +100,9 @@ def webhook_process(*, webhook_event_id: int) -> str | None:
             if handler is None:
                 row.status = WebhookEvent.Status.IGNORED
             else:
-                with transaction.atomic():
-                    applied = handler(row.provider, payload["data"]["object"])
+                # No savepoint: handlers raise UnknownObject before they write anything, and
+                # any other error rolls the whole event back to be retried.
+                applied = handler(row.provider, payload["data"]["object"])
                 row.status = (
                     WebhookEvent.Status.PROCESSED
                     if applied is not False
@@ -169,10 +170,12 @@ def _metadata_id(obj: dict, name: str) -> int | None:
 
 
 def _find_payment_id(provider: str, obj: dict) -> int:
-    payments = Payment.objects.filter(provider=provider)
+    """Our payment for a gateway object: by the id in its metadata (one indexed lookup, no
+    query when the row is then locked anyway), else by the gateway's ids."""
     payment_id = _metadata_id(obj, "payment_id")
-    if payment_id is not None and payments.filter(pk=payment_id).exists():
+    if payment_id is not None:
         return payment_id
+    payments = Payment.objects.filter(provider=provider)
     gateway_id = (
         obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
     )
@@ -186,6 +189,20 @@ def _find_payment_id(provider: str, obj: dict) -> int:
         if found:
             return found
     raise UnknownObject(f"no payment for {obj.get('object')} {obj.get('id')}")
+
+
+def _lock_payment(provider: str, obj: dict) -> Payment:
+    """Find and lock (project → milestone → payment) the payment an object is about. An id in
+    the metadata that is not ours for this provider falls back to the gateway's ids."""
+    payment_id = _find_payment_id(provider, obj)
+    try:
+        payment = payment_for_update(payment_id=payment_id)
+    except PaymentNotFound:
+        payment = None
+    if payment is None or payment.provider != provider:
+        stripped = {**obj, "metadata": {}}
+        payment = payment_for_update(payment_id=_find_payment_id(provider, stripped))
+    return payment
 
 
 def _intent_from(obj: dict) -> IntentResult:
@@ -205,8 +222,7 @@ def _intent_from(obj: dict) -> IntentResult:
 
 
 def _on_payment_intent(provider: str, obj: dict) -> bool:
-    payment_id = _find_payment_id(provider, obj)
-    payment = payment_for_update(payment_id=payment_id)
+    payment = _lock_payment(provider, obj)
     return funding.apply_intent(payment, _intent_from(obj), followup=True)
 
 
@@ -259,8 +275,8 @@ def _on_transfer(provider: str, obj: dict) -> bool:
 
 def _on_dispute_created(provider: str, obj: dict) -> bool:
     """The cardholder disputed the charge: freeze the milestone's escrow and tell operators."""
-    payment_id = _find_payment_id(provider, obj)
-    payment = payment_for_update(payment_id=payment_id)
+    payment = _lock_payment(provider, obj)
+    payment_id = payment.pk
     try:
         escrow_services.milestone_freeze(
             milestone_id=payment.milestone_id,

@@ -1,0 +1,57 @@
+"""The operators' admin pages for payments render and their actions go through services."""
+
+import pytest
+
+from payments.gateways import sandbox
+from payments.models import Payout
+from payments.services import reconcile
+from tests.payments.helpers import fund
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def admin_client(client, operator):
+    client.force_login(operator.user)
+    return client
+
+
+def test_every_payments_admin_page_renders(admin_client, homeowner, contractor, milestone):
+    payment = fund(milestone, "pm_card_authenticationRequired")
+    sandbox.flush()
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+    run = reconcile(provider="sandbox")
+    payout = Payout.objects.get()
+
+    for url in [
+        "/admin/payments/payment/",
+        f"/admin/payments/payment/{payment.pk}/change/",
+        "/admin/payments/paymentmethod/",
+        "/admin/payments/refund/",
+        "/admin/payments/payout/",
+        f"/admin/payments/payout/{payout.pk}/change/",
+        "/admin/payments/webhookevent/",
+        "/admin/payments/circuitbreaker/",
+        "/admin/payments/reconciliationrun/",
+        f"/admin/payments/reconciliationrun/{run.pk}/change/",
+        "/admin/payments/discrepancy/",
+        "/admin/payments/payoutaccount/",
+    ]:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+
+
+def test_the_payment_page_shows_attempts_and_timeline(admin_client, milestone):
+    payment = fund(milestone)
+
+    response = admin_client.get(f"/admin/payments/payment/{payment.pk}/change/")
+
+    assert f"payment:{payment.pk}:authorize".encode() in response.content
+    assert b"payment.completed" in response.content
+
+
+def test_a_homeowner_cannot_open_the_admin(client, homeowner):
+    client.force_login(homeowner.user)
+
+    assert client.get("/admin/payments/payment/").status_code == 302
