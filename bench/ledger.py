@@ -202,18 +202,28 @@ def worker(url, mode, worker_id, projects, ready, go, stop_at, results):
     pool = [m.pk for m in new_milestones(projects, worker_id, 0)]
     created = CHUNK
     ready.put(worker_id)
+    statements = [0]
+
+    def count(execute, sql, params, many, context):
+        statements[0] += 1
+        return execute(sql, params, many, context)
+
     go.wait()
     entries = postings = transactions = 0
-    while time.time() < stop_at.value:
-        if not pool:
-            pool = [m.pk for m in new_milestones(projects, worker_id, created)]
-            created += CHUNK
-        made_entries, made_postings = cycle(pool.pop())
-        entries += made_entries
-        postings += made_postings
-        transactions += 2 if mode == "ledger" else 4
+    cpu_started = time.process_time()
+    with connections["default"].execute_wrapper(count):
+        while time.time() < stop_at.value:
+            if not pool:
+                pool = [m.pk for m in new_milestones(projects, worker_id, created)]
+                created += CHUNK
+            made_entries, made_postings = cycle(pool.pop())
+            entries += made_entries
+            postings += made_postings
+            transactions += 2 if mode == "ledger" else 4
+    cpu = time.process_time() - cpu_started
     connections.close_all()
-    results.put((worker_id, entries, postings, transactions))
+    # BEGIN and COMMIT are round trips too, outside the execute wrapper.
+    results.put((worker_id, entries, postings, transactions, statements[0] + 2 * transactions, cpu))
 
 
 def release_connections() -> None:
@@ -263,6 +273,8 @@ def measure_app(url: str, *, mode: str, workers: int, seconds: float, contractor
         "entries": sum(t[1] for t in totals),
         "postings": sum(t[2] for t in totals),
         "transactions": sum(t[3] for t in totals),
+        "round_trips": sum(t[4] for t in totals),
+        "worker_cpu": sum(t[5] for t in totals),
         "seconds": elapsed,
         "violations": violations,
     }
@@ -347,9 +359,16 @@ def main() -> None:
             f"{100 * tps / pgbench_tps:.0f}% |"
         )
     print(f"| pgbench TPC-B-like | {pgbench_tps:,.0f} | | | 100% |")
+    print()
     for mode, result in rows:
+        entries = max(result["entries"], 1)
         status = "ok" if not result["violations"] else f"VIOLATIONS {result['violations'][:3]}"
-        print(f"check_ledger after {mode}: {status}")
+        print(
+            f"{mode}: {result['round_trips'] / entries:.1f} round trips and "
+            f"{1000 * result['worker_cpu'] / entries:.2f} ms of worker CPU per entry; "
+            f"check_ledger {status}"
+        )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
