@@ -61,3 +61,19 @@ def test_pages_carry_a_strict_content_security_policy(client):
     policy = client.get("/accounts/login/")["Content-Security-Policy"]
 
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+def test_with_stripe_keys_the_policy_allows_exactly_what_stripe_js_needs(client, settings):
+    from django.http import HttpResponse
+
+    from common.middleware import ContentSecurityPolicyMiddleware
+
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_123"
+    middleware = ContentSecurityPolicyMiddleware(lambda request: HttpResponse())
+
+    policy = middleware(client.get("/accounts/login/").wsgi_request)["Content-Security-Policy"]
+
+    assert "script-src 'self' https://js.stripe.com" in policy
+    assert "connect-src 'self' https://api.stripe.com" in policy
+    assert "frame-src https://js.stripe.com https://hooks.stripe.com" in policy
+    assert "unsafe-inline" not in policy
