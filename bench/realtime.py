@@ -24,6 +24,7 @@ publisher to the message arriving in the client process (same machine, same cloc
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -42,6 +43,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DAPHNE = str(Path(PYTHON).parent / "daphne")
 APP_DB = "escrowpay_rt_bench"
+# An experiment switch (BENCH_DAPHNE_GC=off): is a latency tail the garbage collector's?
+DAPHNE_WITHOUT_GC = (
+    "import gc, sys; gc.disable(); from daphne.cli import CommandLineInterface; "
+    "sys.argv[0] = 'daphne'; CommandLineInterface.entrypoint()"
+)
 
 
 # --- environment ------------------------------------------------------------------------------
@@ -286,6 +292,9 @@ def client_main(args) -> None:
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The clients are the measuring instrument: a full collection over 2,500 connections'
+    # objects would stall this process and show up as server latency.
+    gc.disable()
     result = asyncio.run(run_clients(args))
     Path(args.out).write_text(json.dumps(result))
 
@@ -306,7 +315,11 @@ def start_daphne(env: dict, log) -> tuple[subprocess.Popen, socket.socket, int]:
             "-k",
             "5",
             str(env["BENCH_MAX_SECONDS"]),
-            DAPHNE,
+            *(
+                [PYTHON, "-c", DAPHNE_WITHOUT_GC]
+                if os.environ.get("BENCH_DAPHNE_GC") == "off"
+                else [DAPHNE]
+            ),
             "--fd",
             str(fd),
             "config.asgi:application",

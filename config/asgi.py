@@ -18,3 +18,7 @@ application = ProtocolTypeRouter(
         "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )
+
+from realtime.gc_tuning import gc_tune_for_connections  # noqa: E402
+
+gc_tune_for_connections()

@@ -322,6 +322,10 @@ REALTIME_AUTH_RECHECK_SECONDS = env.float("REALTIME_AUTH_RECHECK_SECONDS", defau
 REALTIME_SEND_QUEUE_SIZE = env.int("REALTIME_SEND_QUEUE_SIZE", default=1000)
 REALTIME_SEND_BUFFER_BYTES = env.int("REALTIME_SEND_BUFFER_BYTES", default=256 * 1024)
 REALTIME_DEDUPE_WINDOW = env.int("REALTIME_DEDUPE_WINDOW", default=10_000)
+# gc.set_threshold for server processes (realtime/gc_tuning.py); empty: CPython's defaults.
+REALTIME_GC_THRESHOLDS = tuple(
+    env.list("REALTIME_GC_THRESHOLDS", cast=int, default=[50_000, 50, 100])
+)
 REALTIME_PUBLISH_TIMEOUT_SECONDS = env.float("REALTIME_PUBLISH_TIMEOUT_SECONDS", default=5.0)
 REALTIME_PRESENCE_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="escrowpay")
 # Resume (WebSocket last_event_id, GET /api/v1/events?after=) works this far back.
