@@ -359,7 +359,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50, help="events committed per second")
     parser.add_argument("--seconds", type=float, default=15, help="publishing time")
     parser.add_argument("--client-processes", type=int, default=1)
-    parser.add_argument("--publishers", type=int, default=1, help="publishing threads")
+    parser.add_argument("--publishers", type=int, default=1, help="publishing processes")
     parser.add_argument("--connect-concurrency", type=int, default=200)
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("mode", nargs="?", default="run", choices=["run", "client"])
@@ -558,7 +558,7 @@ def main() -> int:
         rows = [
             ("clients (one user each)", f"{args.clients}"),
             (
-                "client processes / publisher threads",
+                "client / publisher processes",
                 f"{args.client_processes} / {args.publishers}",
             ),
             ("connections held (all connected / peak)", f"{held_at_start} / {state['max_open']}"),
