@@ -14,6 +14,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from escrow import ledger
+from escrow import services as escrow_services
 from escrow.exceptions import InsufficientFunds
 from escrow.models import JournalEntry, LedgerAccount, Milestone
 from payments.calls import call_gateway, next_attempt_time
@@ -49,9 +50,19 @@ def payment_refund(*, payment_id: int, amount: int, actor) -> Refund:
     gateway confirms). Raises PaymentNotFound, PaymentNotRefundable (409: nothing captured),
     RefundTooLarge (400: more than what is left, counting pending refunds) and
     InsufficientFunds (409: the escrow no longer holds it, e.g. after release). The gateway
-    call runs after commit; payment.refunded is emitted when it succeeds."""
+    call runs after commit; payment.refunded is emitted when it succeeds.
+
+    Refunding everything of a milestone that is funded or submitted is escrow's milestone
+    refund (the milestone becomes refunded, escrow posts the settlement); the gateway refund
+    then carries it out, as for the homeowner's refund."""
     if type(amount) is not int or amount <= 0:
         raise RefundTooLarge("The amount must be a positive integer.", code="validation_error")
+    whole = _whole_milestone_refund(payment_id=payment_id, amount=amount)
+    if whole is not None:
+        escrow_services.milestone_refund(milestone_id=whole, actor=actor)
+        refund = milestone_refund_start(milestone_id=whole)
+        if refund is not None:
+            return refund
     with transaction.atomic(durable=True):
         payment = payment_for_update(payment_id=payment_id)
         if payment.status not in Payment.CAPTURED:
@@ -79,6 +90,22 @@ def payment_refund(*, payment_id: int, amount: int, actor) -> Refund:
         )
         transaction.on_commit(lambda: enqueue_refund(refund))
     return refund
+
+
+def _whole_milestone_refund(*, payment_id: int, amount: int) -> int | None:
+    """The milestone id when this refund gives back a funded or submitted milestone's whole
+    escrow from a payment with nothing refunded yet (escrow's refund does it then)."""
+    payment = Payment.objects.filter(pk=payment_id).select_related("milestone").first()
+    if payment is None or payment.status != Status.COMPLETED or payment.amount_refunded:
+        return None
+    if amount != payment.amount or _pending_total(payment):
+        return None
+    milestone = payment.milestone
+    if milestone.status not in (Milestone.Status.FUNDED, Milestone.Status.SUBMITTED):
+        return None
+    if ledger.escrow_balance_of(milestone.pk) != amount:
+        return None
+    return milestone.pk
 
 
 def milestone_refund_start(*, milestone_id: int) -> Refund | None:

@@ -147,3 +147,23 @@ def test_a_transient_gateway_error_defers_the_refund_then_it_succeeds(operator, 
     assert refund_row.status == "succeeded"
     payment.refresh_from_db()
     assert payment.amount_refunded == 1_000
+
+
+def test_refunding_everything_is_escrows_milestone_refund_and_keeps_the_ledger_whole(
+    operator, milestone
+):
+    from escrow.invariants import violations
+
+    payment = fund(milestone)
+
+    response = refund(operator, payment, payment.amount)
+
+    assert response.status_code == 201
+    assert response.json()["amount"] == payment.amount
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.REFUNDED
+    payment.refresh_from_db()
+    assert payment.status == "refunded"
+    assert payment.refunds.count() == 1
+    assert ledger.escrow_balance_of(milestone.pk) == 0
+    assert violations() == []
