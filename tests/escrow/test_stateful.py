@@ -139,6 +139,11 @@ class EscrowMachine(RuleBasedStateMachine):
             if data.draw(st.integers(0, 3), label="signed at once (unless 0)"):
                 for party in (project.homeowner, project.contractor):
                     services.project_sign(project_id=project.pk, actor=party)
+        # Start each milestone somewhere along its way, so that the random (often wrong) moves
+        # below meet every state from the first step.
+        for pick in range(len(self.milestone_ids)):
+            for _ in range(data.draw(st.integers(0, 7), label="head start")):
+                self.advance(pick, data.draw(st.booleans(), label="choice"))
 
     # --- rules --------------------------------------------------------------------------------
 
@@ -258,10 +263,8 @@ class EscrowMachine(RuleBasedStateMachine):
         )
         assert result is None or result.status == Status.REFUNDED
 
-    @rule(pick=PICK, who=st.sampled_from(["homeowner", "operator", "contractor"]), dice=DICE)
-    def cancel(self, pick, who, dice):
-        if dice:
-            return  # cancelling ends a milestone's story: keep it rare
+    @rule(pick=PICK, who=st.sampled_from(["homeowner", "operator", "contractor"]))
+    def cancel(self, pick, who):
         milestone = self.milestone(pick)
         result = self.attempt(
             services.milestone_cancel, milestone_id=milestone.pk, actor=self.actor(milestone, who)
@@ -400,7 +403,7 @@ def test_random_operation_sequences_keep_every_ledger_invariant():
     run_state_machine_as_test(
         EscrowMachine,
         settings=settings(
-            max_examples=25,
+            max_examples=30,
             stateful_step_count=40,
             deadline=None,
             database=None,  # no .hypothesis/ directory in the tree
