@@ -322,6 +322,9 @@ REALTIME_AUTH_RECHECK_SECONDS = env.float("REALTIME_AUTH_RECHECK_SECONDS", defau
 REALTIME_SEND_QUEUE_SIZE = env.int("REALTIME_SEND_QUEUE_SIZE", default=1000)
 REALTIME_SEND_BUFFER_BYTES = env.int("REALTIME_SEND_BUFFER_BYTES", default=256 * 1024)
 REALTIME_DEDUPE_WINDOW = env.int("REALTIME_DEDUPE_WINDOW", default=10_000)
+# Embedded mode only (in-memory layer): how often each server process reads new events from
+# the store so that several `make serve` processes reach each other's clients (0: off).
+REALTIME_TAIL_SECONDS = env.float("REALTIME_TAIL_SECONDS", default=0.25)
 # gc.set_threshold for server processes (realtime/gc_tuning.py); empty: CPython's defaults.
 REALTIME_GC_THRESHOLDS = tuple(
     env.list("REALTIME_GC_THRESHOLDS", cast=int, default=[50_000, 50, 100])

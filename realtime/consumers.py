@@ -16,6 +16,7 @@ from django.conf import settings
 from realtime import selectors
 from realtime.auth import origin_is_allowed
 from realtime.presence import presence_store
+from realtime.tailer import tailer
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if self.api_key_id:
             await self.channel_layer.group_add(f"apikey.{self.api_key_id}", self.channel_name)
         await self._add([f"user.{self.user_id}.payments"])
+        tailer.attach(self.channel_layer)
         self._start(self._send_loop())
         self._start(self._heartbeat_loop())
 
@@ -97,6 +99,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if not hasattr(self, "outbox"):
             return
         self.closing = True
+        tailer.detach(self.channel_layer)
         for task in list(self.tasks):
             task.cancel()
         if self.api_key_id:

@@ -23,6 +23,12 @@ requires_redis = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
+def _no_event_tailing(settings):
+    """The in-process tests publish in-process; the cross-process tailer has its own test."""
+    settings.REALTIME_TAIL_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
 def _fresh_layer_and_presence():
     """Each test gets its own in-memory layer and presence store (they hold asyncio queues
     of the test's event loop)."""

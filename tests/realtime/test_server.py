@@ -168,3 +168,40 @@ async def test_a_client_that_stops_reading_does_not_hold_up_another(server):
 
     assert [message["data"]["n"] for message in fast_received] == list(range(count))
     assert [message["data"]["n"] for message in slow_received] == list(range(count))
+
+
+async def test_two_embedded_mode_processes_reach_each_others_clients(tmp_path):
+    """`make serve` without Redis: two Daphne processes, in-memory layers, one SQLite file.
+    An action handled by one process reaches a client connected to the other."""
+    env = server_env(migrated_sqlite(tmp_path))
+    first = Daphne(env, tmp_path / "first.log").start()
+    second = Daphne(env, tmp_path / "second.log").start()
+    try:
+        world = serverctl(env, "setup")
+        channel = f"project.{world['project']}"
+        async with (
+            connect(first.ws_url + f"?token={world['contractor']['key']}") as on_first,
+            connect(second.ws_url + f"?token={world['homeowner']['key']}") as on_second,
+        ):
+            await subscribed(on_first, [channel])
+            await subscribed(on_second, [channel])
+            status, _ = await asyncio.to_thread(
+                second.http,
+                "POST",
+                f"/api/v1/projects/{world['project']}/sign",
+                key=world["homeowner"]["key"],
+            )
+            seen_on_first = await next_event(on_first)
+            seen_on_second = await next_event(on_second)
+            # Give the second process's tailer time to read the same event (two periods).
+            await asyncio.sleep(0.6)
+            await on_second.send(json.dumps({"type": "ping"}))
+            after = await next_json(on_second)
+    finally:
+        first.stop()
+        second.stop()
+
+    assert status == 200
+    assert seen_on_first["type"] == seen_on_second["type"] == "project.signed"
+    assert seen_on_first["id"] == seen_on_second["id"]
+    assert after == {"type": "pong"}  # the tailer's copy of it was dropped

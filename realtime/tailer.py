@@ -1,0 +1,71 @@
+"""Live events across server processes in embedded mode.
+
+The in-memory channel layer reaches only the consumers of the process that published. With
+`make serve` and no REDIS_URL there are several Daphne processes, and an action handled by one
+must still reach clients connected to another. So, when the layer is the in-memory one, each
+process tails the event store while it has connections: every REALTIME_TAIL_SECONDS it reads
+events with a larger id than it has seen and sends them to its own groups. Events commit in id
+order, so an id-ordered read never skips one; consumers drop the copy of an event they already
+got from their own process. With Redis this is off: the pub/sub layer spans processes."""
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+BATCH = 500
+
+
+def _latest_id() -> int:
+    from realtime.models import Event
+
+    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def _events_after(after: int):
+    from realtime.models import Event
+
+    return list(Event.objects.filter(pk__gt=after).order_by("id")[:BATCH])
+
+
+class EventTailer:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.task: asyncio.Task | None = None
+
+    def enabled_for(self, layer) -> bool:
+        return isinstance(layer, InMemoryChannelLayer) and settings.REALTIME_TAIL_SECONDS > 0
+
+    def attach(self, layer) -> None:
+        if not self.enabled_for(layer):
+            return
+        self.connections += 1
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(layer))
+
+    def detach(self, layer) -> None:
+        if self.enabled_for(layer):
+            self.connections = max(0, self.connections - 1)
+
+    async def _run(self, layer) -> None:
+        from realtime.publishing import group_message
+
+        cursor = await database_sync_to_async(_latest_id)()
+        while self.connections > 0:
+            await asyncio.sleep(settings.REALTIME_TAIL_SECONDS)
+            try:
+                events = await database_sync_to_async(_events_after)(cursor)
+            except Exception:  # a database hiccup must not end live delivery for good
+                logger.exception("event tail read failed")
+                continue
+            for event in events:
+                for channel in event.channels:
+                    await layer.group_send(channel, group_message(event, channel))
+            if events:
+                cursor = events[-1].pk
+
+
+tailer = EventTailer()
