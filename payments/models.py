@@ -1,0 +1,525 @@
+"""Payments' rows: payment methods (tokens only), payments with their gateway attempts, refunds,
+payouts, the incoming-webhook inbox, circuit breakers and reconciliation findings.
+
+Every status field has its transition table next to it and a CHECK constraint on its values;
+only payments.services change a status, reading it from the locked row."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+def _status_check(name: str, values) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(status__in=list(values)), name=name)
+
+
+class PaymentMethod(models.Model):
+    """A gateway token with display data. Card numbers never reach us."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # verification not finished
+        VERIFIED = "verified"
+        FAILED = "failed"  # the gateway refused it
+        EXPIRED = "expired"
+        REMOVED = "removed"
+
+    TRANSITIONS = {
+        Status.PENDING: {Status.VERIFIED, Status.FAILED, Status.REMOVED},
+        Status.VERIFIED: {Status.EXPIRED, Status.REMOVED},
+        Status.FAILED: {Status.REMOVED},
+        Status.EXPIRED: {Status.REMOVED},
+        Status.REMOVED: set(),
+    }
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payment_methods"
+    )
+    provider = models.CharField(max_length=16)
+    token = models.CharField(max_length=255, help_text="The gateway's payment-method id.")
+    brand = models.CharField(max_length=32, blank=True)
+    last4 = models.CharField(max_length=4, blank=True)
+    exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    is_default = models.BooleanField(default=False)
+    expiry_warned_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            _status_check(
+                "payment_method_status_valid",
+                ["pending", "verified", "failed", "expired", "removed"],
+            ),
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(is_default=True),
+                name="payment_method_one_default",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "-id"], name="payment_method_user")]
+
+    def __str__(self) -> str:
+        return f"{self.brand or 'card'} •••• {self.last4 or '????'}"
+
+
+class Payment(models.Model):
+    """Money in for one milestone. Amounts in minor units."""
+
+    class Status(models.TextChoices):
+        INITIATED = "initiated"
+        PROCESSING = "processing"
+        VERIFYING = "verifying"
+        AUTHORIZED = "authorized"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        REJECTED = "rejected"
+        DECLINED = "declined"
+        CANCELLED = "cancelled"
+        PARTIALLY_REFUNDED = "partially_refunded"
+        REFUNDED = "refunded"
+
+    # ARCHITECTURE.md's machine. The happy path may skip steps a gateway does not report (a
+    # card without 3-D Secure goes processing -> authorized; automatic capture goes straight
+    # to completed), never backwards.
+    TRANSITIONS = {
+        Status.INITIATED: {Status.PROCESSING, Status.CANCELLED},
+        Status.PROCESSING: {
+            Status.VERIFYING,
+            Status.AUTHORIZED,
+            Status.COMPLETED,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
+        Status.VERIFYING: {Status.AUTHORIZED, Status.COMPLETED, Status.REJECTED},
+        Status.AUTHORIZED: {Status.COMPLETED, Status.DECLINED},
+        Status.COMPLETED: {Status.PARTIALLY_REFUNDED, Status.REFUNDED},
+        Status.PARTIALLY_REFUNDED: {Status.PARTIALLY_REFUNDED, Status.REFUNDED},
+        Status.FAILED: set(),
+        Status.REJECTED: set(),
+        Status.DECLINED: set(),
+        Status.CANCELLED: set(),
+        Status.REFUNDED: set(),
+    }
+    # Progress along the happy path: a gateway report for a lower rank than the stored one is
+    # stale (webhooks arrive in any order) and is ignored.
+    RANK = {
+        Status.INITIATED: 0,
+        Status.PROCESSING: 1,
+        Status.VERIFYING: 2,
+        Status.AUTHORIZED: 3,
+        Status.COMPLETED: 4,
+        Status.PARTIALLY_REFUNDED: 5,
+        Status.REFUNDED: 6,
+        Status.FAILED: 10,
+        Status.REJECTED: 10,
+        Status.DECLINED: 10,
+        Status.CANCELLED: 10,
+    }
+    FAILURES = frozenset({Status.FAILED, Status.REJECTED, Status.DECLINED, Status.CANCELLED})
+    CAPTURED = frozenset({Status.COMPLETED, Status.PARTIALLY_REFUNDED, Status.REFUNDED})
+    # Before the gateway has the money: the processing task still owns these.
+    OPEN = frozenset({Status.INITIATED, Status.PROCESSING, Status.VERIFYING, Status.AUTHORIZED})
+
+    class Purpose(models.TextChoices):
+        FUNDING = "funding"
+
+    milestone = models.ForeignKey(
+        "escrow.Milestone", on_delete=models.PROTECT, related_name="payments"
+    )
+    project = models.ForeignKey("escrow.Project", on_delete=models.PROTECT, related_name="+")
+    payer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments_made"
+    )
+    payee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments_received"
+    )
+    payment_method = models.ForeignKey(
+        PaymentMethod, null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
+    )
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.FUNDING)
+    provider = models.CharField(max_length=16)
+    amount = models.BigIntegerField()
+    amount_refunded = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.INITIATED)
+    capture_method = models.CharField(max_length=16, default="manual")
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_message = models.CharField(max_length=255, blank=True)
+    gateway_payment_id = models.CharField(max_length=255, blank=True, db_index=True)
+    gateway_charge_id = models.CharField(max_length=255, blank=True, db_index=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    is_high_priority = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            _status_check(
+                "payment_status_valid",
+                [
+                    "initiated",
+                    "processing",
+                    "verifying",
+                    "authorized",
+                    "completed",
+                    "failed",
+                    "rejected",
+                    "declined",
+                    "cancelled",
+                    "partially_refunded",
+                    "refunded",
+                ],
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0) & Q(amount_refunded__lte=F("amount")),
+                name="payment_refund_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"), name="payment_currency_lowercase"
+            ),
+            # One live funding payment per milestone: a second fund request while one is in
+            # flight or done is refused by the database, not by a check-then-insert.
+            models.UniqueConstraint(
+                fields=["milestone"],
+                condition=Q(
+                    purpose="funding",
+                    status__in=[
+                        "initiated",
+                        "processing",
+                        "verifying",
+                        "authorized",
+                        "completed",
+                        "partially_refunded",
+                        "refunded",
+                    ],
+                ),
+                name="payment_one_live_funding_per_milestone",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["payer", "-id"], name="payment_payer"),
+            models.Index(fields=["payee", "-id"], name="payment_payee"),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="payment_due",
+                condition=Q(status__in=["initiated", "processing", "verifying", "authorized"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment #{self.pk} {self.amount} {self.currency} ({self.status})"
+
+    @property
+    def amount_refundable(self) -> int:
+        return self.amount - self.amount_refunded
+
+    def party_ids(self) -> list[int]:
+        return [self.payer_id, self.payee_id]
+
+
+class GatewayAttempt(models.Model):
+    """One call to a gateway: what we asked (with the idempotency key derived from our own row,
+    so a retry after a lost response can never do the thing twice) and what came back."""
+
+    class Operation(models.TextChoices):
+        AUTHORIZE = "authorize"
+        CAPTURE = "capture"
+        CANCEL = "cancel"
+        RETRIEVE = "retrieve"
+        REFUND = "refund"
+        TRANSFER = "transfer"
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending"  # sent; no answer recorded (a crash, or still running)
+        SUCCEEDED = "succeeded"
+        DECLINED = "declined"  # a definitive no (never retried)
+        TRANSIENT_ERROR = "transient_error"  # network, 429, 5xx: retried with backoff
+        UNKNOWN = "unknown"  # timeout: resolved with the same idempotency key before retrying
+        ERROR = "error"  # a definitive error that is not a decline (bad request, auth)
+        SHORT_CIRCUITED = "short_circuited"  # the breaker was open; nothing was sent
+
+    provider = models.CharField(max_length=16)
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    idempotency_key = models.CharField(max_length=255, db_index=True)
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
+    refund = models.ForeignKey(
+        "Refund", null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
+    payout = models.ForeignKey(
+        "Payout", null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.PENDING)
+    gateway_object_id = models.CharField(max_length=255, blank=True)
+    gateway_status = models.CharField(max_length=32, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.CharField(max_length=255, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["provider", "operation", "-id"], name="attempt_op")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.idempotency_key} → {self.outcome}"
+
+
+class Refund(models.Model):
+    """Money back to the payer from one payment, partial or whole."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # recorded; the gateway call is queued or running
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    TRANSITIONS = {
+        Status.PENDING: {Status.SUCCEEDED, Status.FAILED},
+        Status.SUCCEEDED: set(),
+        Status.FAILED: set(),
+    }
+
+    class Reason(models.TextChoices):
+        OPERATOR = "operator"
+        MILESTONE_REFUNDED = "milestone_refunded"
+        DISPUTE = "dispute"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=32, choices=Reason.choices, default=Reason.OPERATOR)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The milestone refund the gateway refund carries out (one per milestone, by the database).
+    milestone = models.ForeignKey(
+        "escrow.Milestone", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    gateway_refund_id = models.CharField(max_length=255, blank=True, db_index=True)
+    failure_code = models.CharField(max_length=64, blank=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            _status_check("refund_status_valid", ["pending", "succeeded", "failed"]),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            models.UniqueConstraint(
+                fields=["milestone"],
+                condition=Q(milestone__isnull=False),
+                name="refund_one_per_milestone_refund",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund #{self.pk} {self.amount} {self.currency} ({self.status})"
+
+
+class PayoutAccount(models.Model):
+    """Where a contractor's money goes at the gateway (a Stripe Connect account id)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payout_accounts"
+    )
+    provider = models.CharField(max_length=16)
+    account_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "provider"], name="payout_account_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.account_id}"
+
+
+class Payout(models.Model):
+    """A transfer of a released milestone's payable amount to the contractor."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # recorded, ledger moved payable -> in transit; gateway call queued
+        PAID = "paid"
+        FAILED = "failed"
+        NEEDS_ACCOUNT = "needs_account"  # the contractor has no payout account yet
+
+    TRANSITIONS = {
+        Status.PENDING: {Status.PAID, Status.FAILED, Status.NEEDS_ACCOUNT},
+        Status.NEEDS_ACCOUNT: {Status.PENDING},
+        Status.PAID: set(),
+        Status.FAILED: set(),
+    }
+
+    milestone = models.OneToOneField(
+        "escrow.Milestone", on_delete=models.PROTECT, related_name="payout"
+    )
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="payouts"
+    )
+    payee = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    provider = models.CharField(max_length=16)
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    destination = models.CharField(max_length=255, blank=True)
+    transfer_group = models.CharField(max_length=64, blank=True)
+    gateway_transfer_id = models.CharField(max_length=255, blank=True, db_index=True)
+    failure_code = models.CharField(max_length=64, blank=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            _status_check("payout_status_valid", ["pending", "paid", "failed", "needs_account"]),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout #{self.pk} {self.amount} {self.currency} ({self.status})"
+
+
+class WebhookEvent(models.Model):
+    """The inbox: one row per (provider, event id), inserted before we answer 2xx."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSED = "processed"
+        IGNORED = "ignored"  # a type we do not act on, or stale
+        PARKED = "parked"  # refers to an object we do not know (yet); retried
+        FAILED = "failed"  # gave up after the retries; an operator can replay
+
+    provider = models.CharField(max_length=16)
+    event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_unique"),
+            _status_check(
+                "webhook_event_status_valid",
+                ["received", "processed", "ignored", "parked", "failed"],
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_event_due",
+                condition=Q(status__in=["received", "parked"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_id} {self.type}"
+
+
+class CircuitBreaker(models.Model):
+    """A breaker per gateway operation. In the embedded default this row is the shared state;
+    with Redis the live state is in Redis and this row mirrors each transition for the admin."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open"
+
+    name = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    probe_started_at = models.DateTimeField(null=True, blank=True)
+    last_error_rate = models.FloatField(default=0.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.state}"
+
+
+class CircuitBreakerWindow(models.Model):
+    """Call counts per breaker per time bucket (the database store's sliding window)."""
+
+    name = models.CharField(max_length=64)
+    bucket = models.BigIntegerField(help_text="Unix time // bucket seconds.")
+    successes = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "bucket"], name="breaker_window_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} @{self.bucket}: {self.successes} ok, {self.failures} failed"
+
+
+class ReconciliationRun(models.Model):
+    provider = models.CharField(max_length=16)
+    since = models.DateTimeField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    checked = models.PositiveIntegerField(default=0)
+    discrepancy_count = models.PositiveIntegerField(default=0)
+    repaired_count = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=255, blank=True)
+
+    def __str__(self) -> str:
+        return f"reconciliation #{self.pk} {self.provider} since {self.since:%Y-%m-%d}"
+
+
+class Discrepancy(models.Model):
+    """One difference between the gateway's records and ours."""
+
+    class Kind(models.TextChoices):
+        MISSING_LOCALLY = "missing_locally"
+        MISSING_AT_GATEWAY = "missing_at_gateway"
+        AMOUNT_MISMATCH = "amount_mismatch"
+        STATUS_MISMATCH = "status_mismatch"
+        LEDGER_MISSING = "ledger_missing"
+
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="findings")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    object_type = models.CharField(max_length=32)
+    gateway_object_id = models.CharField(max_length=255, blank=True)
+    local_id = models.CharField(max_length=64, blank=True)
+    detail = models.CharField(max_length=500)
+    is_repaired = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "discrepancies"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_type} {self.gateway_object_id or self.local_id}"
+
+
+class SandboxObject(models.Model):
+    """The sandbox gateway's own records (it plays an external gateway, so it keeps its state
+    where every process sees it). Not used with the Stripe adapter."""
+
+    object_id = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=32)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.object_id
