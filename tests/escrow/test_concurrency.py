@@ -22,6 +22,7 @@ from common.errors import IllegalTransition
 from escrow import invariants, ledger, money, services
 from escrow.exceptions import InsufficientFunds
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
+from realtime.events import emit
 from realtime.models import Event
 from tests.conftest import Party, requires_postgres
 from tests.escrow.factories import MilestoneFactory, fund, submitted
@@ -393,6 +394,60 @@ def test_parallel_releases_and_postings_into_shared_accounts_do_not_deadlock():
     assert -posted_to(payable.code, kind=JournalEntry.Kind.RELEASE) == payouts
     assert ledger.balance(revenue) == revenue_before + fees + 5 * adjustments_posted
     assert Milestone.objects.filter(status=Status.RELEASED).count() == 12
+    assert invariants.violations() == []
+
+
+def test_posting_before_emitting_does_not_deadlock_with_releases():
+    """A payout posts first and emits after; a release emits first (its transition) and posts
+    after. Both meet on the contractor's payable and on realtime's event-order lock, which
+    used to deadlock; post_entry now takes the event-order lock before any account row."""
+    contractor = ContractorFactory()
+    milestones = [
+        submitted(MilestoneFactory(project__contractor=contractor, amount=20_000 + i))
+        for i in range(8)
+    ]
+    payable = ledger.payable_account(contractor.pk, "usd")
+    with transaction.atomic():
+        ledger.post_entry(
+            reference="seed-payouts",
+            kind=JournalEntry.Kind.ADJUSTMENT,
+            currency="usd",
+            legs=[
+                ledger.debit(ledger.gateway_account("sandbox", "usd"), 8_000),
+                ledger.credit(payable, 8_000),
+            ],
+        )
+
+    def release(milestone: Milestone):
+        return services.milestone_approve(
+            milestone_id=milestone.pk, actor=milestone.project.homeowner
+        )
+
+    def payout_like(n: int):
+        with transaction.atomic():
+            ledger.post_payout_started(
+                payout_reference=f"race-{n}", user_id=contractor.pk, amount=1_000, currency="usd"
+            )
+            emit(
+                "payout.started",
+                {"n": n},
+                aggregate=("payout", f"race-{n}"),
+                audience=[contractor.pk],
+                channels=[f"user.{contractor.pk}.payouts"],
+            )
+        return n
+
+    outcomes = run_in_threads(
+        [lambda m=m: release(m) for m in milestones]
+        + [lambda n=n: payout_like(n) for n in range(8)]
+    )
+
+    assert [exc for _, exc in outcomes] == [None] * len(outcomes)
+    assert JournalEntry.objects.filter(reference__startswith="payout:race-").count() == 8
+    assert (
+        Milestone.objects.filter(pk__in=[m.pk for m in milestones], status=Status.RELEASED).count()
+        == 8
+    )
     assert invariants.violations() == []
 
 
