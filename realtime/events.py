@@ -64,15 +64,41 @@ def emit(
     EventChannel.objects.bulk_create(
         [EventChannel(event=event, channel=channel) for channel in channel_names]
     )
-    transaction.on_commit(lambda: _after_commit(event))
+    _publish_after_commit(event)
     return event
 
 
-def _after_commit(event: Event) -> None:
-    from realtime.publishing import publish_events
+class _TransactionEvents:
+    """The events one transaction emitted, published together, in id order, by one
+    on_commit callback registered at its first emit. One callback per event would let
+    on_commit work registered between two emits (an escrow hook starting a payout, which
+    commits and publishes its own events at once) publish later ids before earlier ones."""
 
-    try:
-        publish_events([event])
-    except Exception:
-        # The sweep publishes it later; the change itself is committed and safe.
-        logger.exception("event publish failed", extra={"event_id": event.pk})
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.callback = self._publish
+
+    def _publish(self) -> None:
+        from realtime.publishing import publish_events
+
+        if getattr(connection, "_realtime_events", None) is self:
+            connection._realtime_events = None
+        try:
+            # Read back rather than trust the objects: an event emitted in a savepoint that
+            # was rolled back is not in the database and must not be published.
+            publish_events(self.ids)
+        except Exception:
+            # The sweep publishes them later; the change itself is committed and safe.
+            logger.exception("event publish failed", extra={"event_ids": self.ids})
+
+
+def _publish_after_commit(event: Event) -> None:
+    pending = getattr(connection, "_realtime_events", None)
+    # Still registered means still the same transaction (a rollback discards the callback).
+    if pending is None or not any(
+        entry[1] is pending.callback for entry in connection.run_on_commit
+    ):
+        pending = _TransactionEvents()
+        connection._realtime_events = pending
+        transaction.on_commit(pending.callback)
+    pending.ids.append(event.pk)

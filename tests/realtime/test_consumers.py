@@ -4,12 +4,14 @@ slow clients, revoked keys."""
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import transaction
 from django.test import Client
 
 from accounts.models import ApiKey
 from accounts.services import api_key_revoke
 from realtime import selectors
 from realtime.consumers import CLOSE_AUTH_REVOKED, CLOSE_SEND_QUEUE_OVERFLOW
+from realtime.events import emit
 from realtime.models import ReplayHorizon
 from tests.escrow.factories import MilestoneFactory, ProjectFactory
 from tests.factories import HomeownerFactory, OperatorFactory, raw_key_for
@@ -424,4 +426,56 @@ async def test_publishing_an_event_twice_delivers_it_once():
     marker = await aemit(channels=[f"user.{user.pk}.payments"], audience=[user])
 
     assert [m["id"] for m in await events_received(communicator, 2)] == [event.pk, marker.pk]
+    await communicator.disconnect()
+
+
+def emit_with_hook_between(user):
+    """Like a release: two events, and between them an after-commit hook that commits (and
+    publishes) an event of its own, as the payout start does."""
+    channel = f"user.{user.pk}.payments"
+    with transaction.atomic():
+        first = emit(
+            "milestone.status_updated", {}, aggregate=("m", 1), audience=[user], channels=[channel]
+        )
+        transaction.on_commit(lambda: emit_committed(channels=[channel], audience=[user]))
+        second = emit(
+            "milestone.released", {}, aggregate=("m", 1), audience=[user], channels=[channel]
+        )
+    return first, second
+
+
+async def test_a_transactions_events_are_published_before_work_it_scheduled_after_commit():
+    user, key = await make_user()
+    communicator = await connect(key=key)
+
+    first, second = await database_sync_to_async(emit_with_hook_between)(user)
+    received = await events_received(communicator, 3)
+
+    assert [m["id"] for m in received] == [first.pk, second.pk, second.pk + 1]
+    await communicator.disconnect()
+
+
+def emit_with_rolled_back_savepoint(user):
+    channel = f"user.{user.pk}.payments"
+    with transaction.atomic():
+        kept = emit("payment.started", {}, aggregate=("p", 1), audience=[user], channels=[channel])
+        try:
+            with transaction.atomic():
+                emit("payment.failed", {}, aggregate=("p", 1), audience=[user], channels=[channel])
+                raise ValueError("roll this part back")
+        except ValueError:
+            pass
+    return kept
+
+
+async def test_an_event_rolled_back_with_its_savepoint_is_never_published():
+    user, key = await make_user()
+    communicator = await connect(key=key)
+
+    kept = await database_sync_to_async(emit_with_rolled_back_savepoint)(user)
+    marker = await aemit(channels=[f"user.{user.pk}.payments"], audience=[user])
+    received = await events_received(communicator, 2)
+
+    assert [m["id"] for m in received] == [kept.pk, marker.pk]
+    assert [m["type"] for m in received] == ["payment.started", "payment.status_updated"]
     await communicator.disconnect()
