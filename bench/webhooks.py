@@ -228,6 +228,24 @@ def wait_http(port: int, seconds: float = 90) -> None:
     raise RuntimeError("make serve did not come up")
 
 
+def session_cpu_seconds(session_id: int) -> float:
+    """User + system CPU of every live process in a session (the server's Daphne processes),
+    a figure the other load on a shared machine disturbs far less than requests per second."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:  # field 6 of stat: the session id
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
@@ -369,12 +387,16 @@ def run(args, server: str, redis_url: str) -> None:
         warm = [request_bytes(port, b"{}") for _ in range(200)]  # 400s: warms every process
         asyncio.run(send_all(port, warm, args.senders))
         requests = [request_bytes(port, body) for body in bodies]
+        cpu = session_cpu_seconds(serve.pid)
         latencies, statuses, elapsed = asyncio.run(send_all(port, requests, args.senders))
-        rows.append(("accepted (new events)", len(requests), elapsed, latencies, statuses))
+        cpu = session_cpu_seconds(serve.pid) - cpu
+        rows.append(("accepted (new events)", len(requests), elapsed, latencies, statuses, cpu))
         duplicates = requests[: args.duplicates]
         requests = [request_bytes(port, body) for body in bodies[: args.duplicates]]
+        cpu = session_cpu_seconds(serve.pid)
         latencies, statuses, elapsed = asyncio.run(send_all(port, requests, args.senders))
-        rows.append(("accepted (duplicates)", len(duplicates), elapsed, latencies, statuses))
+        cpu = session_cpu_seconds(serve.pid) - cpu
+        rows.append(("accepted (duplicates)", len(duplicates), elapsed, latencies, statuses, cpu))
     finally:
         os.killpg(serve.pid, 15)
         try:
@@ -413,15 +435,21 @@ def run(args, server: str, redis_url: str) -> None:
 
     print(
         f"\n{args.events} events, {args.senders} concurrent senders (keep-alive), "
-        f"make serve with {args.web_concurrency} Daphne processes, PostgreSQL + Redis on loopback"
+        f"make serve with {args.web_concurrency} Daphne processes, PostgreSQL + Redis on loopback, "
+        f"enqueue {os.environ.get('PAYMENTS_WEBHOOK_ENQUEUE', 'batched')}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
     )
-    print("\n| measurement | requests | per second | p50 ms | p99 ms | statuses |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, count, elapsed, latencies, statuses in rows:
+    print(
+        "\n| measurement | requests | per second | p50 ms | p99 ms | server CPU ms/request "
+        "| statuses |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, count, elapsed, latencies, statuses, cpu in rows:
         print(
             f"| {name} | {count} | {count / elapsed:,.0f} | "
             f"{statistics.median(latencies) * 1000:.1f} | "
-            f"{percentile(latencies, 0.99) * 1000:.1f} | {statuses} |"
+            f"{percentile(latencies, 0.99) * 1000:.1f} | {cpu * 1000 / count:.2f} | "
+            f"{statuses} |"
         )
     print("\n| processing (one worker process, -Q webhooks) | events | events/s |")
     print("|---|---:|---:|")

@@ -189,6 +189,7 @@ CELERY_TIMEZONE = "UTC"
 # Celery 5.7 ignores a task's `queue=` attribute when routing; routes decide the queue.
 CELERY_TASK_ROUTES = {
     "payments.webhook_process": {"queue": "webhooks"},
+    "payments.webhook_process_batch": {"queue": "webhooks"},
     "payments.sandbox_deliver": {"queue": "webhooks"},
     "payments.webhooks_due": {"queue": "webhooks"},
 }
@@ -302,6 +303,10 @@ PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS = env.float("PAYMENTS_RETRY_COUNTDOWN_MAX_S
 # Embedded default only (Celery eager, no beat): short retries run from a timer thread.
 PAYMENTS_RETRY_TIMERS = env.bool("PAYMENTS_RETRY_TIMERS", default=True)
 PAYMENTS_WEBHOOK_MAX_ATTEMPTS = env.int("PAYMENTS_WEBHOOK_MAX_ATTEMPTS", default=10)
+# With a broker: "batched" publishes one task per few milliseconds of accepted webhooks from
+# a sender thread (payments/enqueue.py); "inline" one task per webhook before the response.
+PAYMENTS_WEBHOOK_ENQUEUE = env.str("PAYMENTS_WEBHOOK_ENQUEUE", default="batched")
+PAYMENTS_WEBHOOK_BATCH_WINDOW = env.float("PAYMENTS_WEBHOOK_BATCH_WINDOW", default=0.005)
 PAYMENTS_BREAKER_BACKEND = env.str("PAYMENTS_BREAKER_BACKEND", default="auto")
 PAYMENTS_BREAKER_WINDOW_SECONDS = env.int("PAYMENTS_BREAKER_WINDOW_SECONDS", default=60)
 PAYMENTS_BREAKER_BUCKET_SECONDS = env.int("PAYMENTS_BREAKER_BUCKET_SECONDS", default=10)

@@ -97,6 +97,15 @@ def webhook_process_task(webhook_event_id: int) -> str | None:
     return services.webhook_process(webhook_event_id=webhook_event_id)
 
 
+@shared_task(name="payments.webhook_process_batch", queue="webhooks", **TASK_OPTIONS)
+def webhook_process_batch_task(webhook_event_ids: list[int]) -> int:
+    """Rows gathered by the ingest path's batched enqueue (payments/enqueue.py), each
+    processed in its own transaction; a rerun skips the ones already done."""
+    for webhook_event_id in webhook_event_ids:
+        services.webhook_process(webhook_event_id=webhook_event_id)
+    return len(webhook_event_ids)
+
+
 @shared_task(name="payments.sandbox_deliver", queue="webhooks", **TASK_OPTIONS)
 def sandbox_deliver_task(kind: str, body: str, header: str, object_id: str) -> None:
     """The sandbox gateway's sender, when a worker runs (see gateways/sandbox.py)."""

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from escrow import services as escrow_services
 from escrow.exceptions import IllegalTransition
-from payments import signatures
+from payments import enqueue, signatures
 from payments.calls import retry_delay
 from payments.exceptions import PaymentNotFound, UnknownObject, WebhookRejected
 from payments.gateways import IntentResult, RefundResult, TransferResult
@@ -70,7 +70,7 @@ def webhook_receive(
     if row is None:
         return None, False
     event_row_id = row[0]
-    transaction.on_commit(lambda: enqueue_webhook(event_row_id))
+    transaction.on_commit(lambda: enqueue.enqueue_webhook(event_row_id))
     return event_row_id, True
 
 

@@ -1,44 +1,11 @@
-"""The sandbox gateway: the embedded default, a deterministic stand-in for Stripe.
-
-It accepts Stripe's test payment-method names and behaves like Stripe does for them:
-
-| token | outcome |
-|---|---|
-| pm_card_visa, pm_card_mastercard, pm_card_amex | authorized (manual capture) or succeeded |
-| pm_card_chargeDeclined | declined, code card_declined |
-| pm_card_chargeDeclinedInsufficientFunds | declined, code insufficient_funds |
-| pm_card_authenticationRequired | requires_action (our `verifying`); the simulated customer
-  completes 3-D Secure a short delay later, then it is authorized/succeeded |
-| pm_card_timeout | the first call per idempotency key is carried out but times out (unknown
-  outcome); the same key then returns the stored result |
-| pm_card_serverError | the first call per idempotency key fails with a 500 and does nothing |
-| pm_card_serverErrorAlways | every call fails with a 503 |
-
-Its records live in `payments.SandboxObject` so every process (web, worker) sees one gateway;
-idempotency keys are unique there, so a repeated call returns the first result.
-
-Webhooks: after each change it signs a Stripe-style event with SANDBOX_WEBHOOK_SECRET and
-delivers it, SANDBOX_WEBHOOK_DELAY seconds later, to the same ingest function that
-POST /webhooks/sandbox/ calls (signature check included). How it delivers
-(SANDBOX_WEBHOOK_DELIVERY):
-- "auto" (default): with Celery eager (the embedded default) a timer thread in this process;
-  with a real broker a Celery task with a short countdown (the worker delivers it);
-- "outbox": kept in `OUTBOX` until `flush()`; tests use it to deliver deterministically,
-  twice, or out of order;
-- "off": nothing is delivered.
-"""
-
-from __future__ import annotations
+"""The sandbox gateway itself: deterministic outcomes per test token (see __init__)."""
 
 import json
-import logging
 import secrets
-import threading
 import time
-from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, transaction
 
 from payments.gateways.base import (
     CardDeclined,
@@ -51,9 +18,8 @@ from payments.gateways.base import (
     RefundResult,
     TransferResult,
 )
+from payments.gateways.sandbox.delivery import Delivery, schedule, take_fault
 from payments.signatures import sign
-
-logger = logging.getLogger(__name__)
 
 # token -> (brand, last4, behaviour)
 CARDS = {
@@ -72,107 +38,6 @@ DECLINE_MESSAGES = {
     "card_declined": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
 }
-
-# Faults injected per operation ("authorize", "capture", "cancel", "refund", "transfer"):
-# each entry is consumed by one call. Kinds: "timeout" (carried out, answer lost),
-# "server_error" (500, nothing done), "rate_limited" (429, nothing done).
-FAULTS: dict[str, list[str]] = {}
-_faults_lock = threading.Lock()
-
-
-def inject_fault(operation: str, kind: str, times: int = 1) -> None:
-    with _faults_lock:
-        FAULTS.setdefault(operation, []).extend([kind] * times)
-
-
-def clear_faults() -> None:
-    with _faults_lock:
-        FAULTS.clear()
-
-
-def _take_fault(operation: str) -> str | None:
-    with _faults_lock:
-        queue = FAULTS.get(operation)
-        return queue.pop(0) if queue else None
-
-
-@dataclass
-class Delivery:
-    kind: str  # "webhook" or "authenticate"
-    body: bytes = b""
-    header: str = ""
-    object_id: str = ""
-
-
-OUTBOX: list[Delivery] = []
-_outbox_lock = threading.Lock()
-
-
-def flush(*, max_rounds: int = 10) -> int:
-    """Deliver everything in the outbox, in order, including what delivering adds (an
-    authentication completes and then sends its own webhook). Returns the number done."""
-    done = 0
-    for _ in range(max_rounds):
-        with _outbox_lock:
-            items = list(OUTBOX)
-            OUTBOX.clear()
-        if not items:
-            break
-        for item in items:
-            _perform(item)
-            done += 1
-    return done
-
-
-def take_outbox() -> list[Delivery]:
-    """Remove and return what is queued (tests deliver it themselves: twice, reversed...)."""
-    with _outbox_lock:
-        items = list(OUTBOX)
-        OUTBOX.clear()
-    return items
-
-
-def deliver(item: Delivery) -> None:
-    _perform(item)
-
-
-def _perform(item: Delivery) -> None:
-    if item.kind == "webhook":
-        from payments.services.webhooks import webhook_receive
-
-        webhook_receive(provider="sandbox", body=item.body, signature_header=item.header)
-    elif item.kind == "authenticate":
-        SandboxGateway().complete_authentication(payment_id=item.object_id)
-
-
-def _schedule(item: Delivery) -> None:
-    mode = getattr(settings, "SANDBOX_WEBHOOK_DELIVERY", "auto")
-    if mode == "off":
-        return
-    if mode == "outbox":
-        with _outbox_lock:
-            OUTBOX.append(item)
-        return
-    delay = float(getattr(settings, "SANDBOX_WEBHOOK_DELAY", 1.0))
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        # The embedded default has no worker: a timer thread plays the gateway's sender.
-        def run():
-            try:
-                _perform(item)
-            except Exception:
-                logger.exception("sandbox delivery failed", extra={"kind": item.kind})
-            finally:
-                close_old_connections()
-
-        timer = threading.Timer(delay, run)
-        timer.daemon = True
-        timer.start()
-        return
-    from payments.tasks import sandbox_deliver_task
-
-    sandbox_deliver_task.apply_async(
-        args=[item.kind, item.body.decode(), item.header, item.object_id], countdown=delay
-    )
 
 
 def _new_id(prefix: str) -> str:
@@ -223,10 +88,10 @@ class SandboxGateway(Gateway):
         }
         body = json.dumps(event, separators=(",", ":")).encode()
         header = sign(body, settings.SANDBOX_WEBHOOK_SECRET.split(",")[0].strip())
-        _schedule(Delivery(kind="webhook", body=body, header=header))
+        schedule(Delivery(kind="webhook", body=body, header=header))
 
     def _fault(self, operation: str, behaviour: str = "ok", key: str = "") -> str | None:
-        injected = _take_fault(operation)
+        injected = take_fault(operation)
         if injected:
             return injected
         if behaviour == "server_error_always":
@@ -324,7 +189,7 @@ class SandboxGateway(Gateway):
             self._event("payment_intent.payment_failed", public)
         elif behaviour == "authentication":
             self._event("payment_intent.requires_action", public)
-            _schedule(Delivery(kind="authenticate", object_id=data["id"]))
+            schedule(Delivery(kind="authenticate", object_id=data["id"]))
         else:
             self._event_for_status(public)
         if fault == "timeout":

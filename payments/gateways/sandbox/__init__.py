@@ -1,0 +1,54 @@
+"""The sandbox gateway: the embedded default, a deterministic stand-in for Stripe.
+
+It accepts Stripe's test payment-method names and behaves like Stripe does for them:
+
+| token | outcome |
+|---|---|
+| pm_card_visa, pm_card_mastercard, pm_card_amex | authorized (manual capture) or succeeded |
+| pm_card_chargeDeclined | declined, code card_declined |
+| pm_card_chargeDeclinedInsufficientFunds | declined, code insufficient_funds |
+| pm_card_authenticationRequired | requires_action (our `verifying`); the simulated customer
+  completes 3-D Secure a short delay later, then it is authorized/succeeded |
+| pm_card_timeout | the first call per idempotency key is carried out but times out (unknown
+  outcome); the same key then returns the stored result |
+| pm_card_serverError | the first call per idempotency key fails with a 500 and does nothing |
+| pm_card_serverErrorAlways | every call fails with a 503 |
+
+Its records live in `payments.SandboxObject` so every process (web, worker) sees one gateway;
+idempotency keys are unique there, so a repeated call returns the first result.
+
+Webhooks: after each change it signs a Stripe-style event with SANDBOX_WEBHOOK_SECRET and
+delivers it, SANDBOX_WEBHOOK_DELAY seconds later, to the same ingest function that
+POST /webhooks/sandbox/ calls (signature check included). How it delivers
+(SANDBOX_WEBHOOK_DELIVERY):
+- "auto" (default): with Celery eager (the embedded default) a timer thread in this process;
+  with a real broker a Celery task with a short countdown (the worker delivers it);
+- "outbox": kept in `OUTBOX` until `flush()`; tests use it to deliver deterministically,
+  twice, or out of order;
+- "off": nothing is delivered.
+"""
+
+from payments.gateways.sandbox.delivery import (
+    FAULTS,
+    OUTBOX,
+    Delivery,
+    clear_faults,
+    deliver,
+    flush,
+    inject_fault,
+    take_outbox,
+)
+from payments.gateways.sandbox.gateway import CARDS, SandboxGateway
+
+__all__ = [
+    "CARDS",
+    "FAULTS",
+    "OUTBOX",
+    "Delivery",
+    "SandboxGateway",
+    "clear_faults",
+    "deliver",
+    "flush",
+    "inject_fault",
+    "take_outbox",
+]
