@@ -11,7 +11,8 @@ bounded time each, prints a table and drops both databases again.
 Each ledger worker is a separate process with its own connection. Per milestone it commits two
 transactions, as the services do: the funding (lock the milestone, Dr gateway:sandbox / Cr
 escrow:milestone:<id>, status funded) and the release (lock the milestone, Dr escrow / Cr
-payable:user:<contractor> amount − fee / Cr revenue:fees fee, status released). Every worker
+payable:user:<contractor> amount − fee / Cr revenue:fees fee, status released). The milestone
+lock and status write are plain SQL here so that the figure is the ledger's. Every worker
 shares gateway:sandbox and revenue:fees; 50 contractors share their payables across workers.
 `--mode services` drives the full services instead (fund start, funded, submit, approve:
 events, locks and all), which is the figure an API client sees.
@@ -129,6 +130,31 @@ def new_milestones(projects: list[tuple[int, int]], worker: int, start: int) -> 
     )
 
 
+_LOCK_MILESTONE = (
+    "SELECT m.id, m.amount, m.project_id, p.currency, p.homeowner_id, p.contractor_id "
+    "FROM escrow_milestone m JOIN escrow_project p ON p.id = m.project_id "
+    "WHERE m.id = %s FOR UPDATE OF m"
+)
+_SET_STATUS = "UPDATE escrow_milestone SET status = %s, funded_via = 'sandbox' WHERE id = %s"
+
+
+def lock_milestone(milestone_id: int, *, status: str):
+    """The services' first step, in plain SQL so the figure is the ledger's: lock the milestone
+    row and write its new status (the ORM path is what `--mode services` measures)."""
+    from django.db import connection
+
+    from escrow.models import Milestone, Project
+
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_MILESTONE, [milestone_id])
+        pk, amount, project_id, currency, homeowner_id, contractor_id = cursor.fetchone()
+        cursor.execute(_SET_STATUS, [status, milestone_id])
+    project = Project(
+        id=project_id, currency=currency, homeowner_id=homeowner_id, contractor_id=contractor_id
+    )
+    return Milestone(id=pk, amount=amount, project=project, status=status, funded_via="sandbox")
+
+
 def ledger_cycle(milestone_id: int) -> tuple[int, int]:
     """Fund then release one milestone through escrow.ledger, as the services do (each its own
     transaction, milestone row locked first). Returns (entries, postings) committed."""
@@ -138,12 +164,7 @@ def ledger_cycle(milestone_id: int) -> tuple[int, int]:
     from escrow.models import JournalEntry, Milestone
 
     with transaction.atomic():
-        milestone = Milestone.objects.select_for_update(of=("self",)).select_related("project")
-        milestone = milestone.get(pk=milestone_id)
-        Milestone.objects.filter(pk=milestone_id).update(
-            status=Milestone.Status.FUNDED, funded_via="sandbox"
-        )
-        milestone.funded_via = "sandbox"
+        milestone = lock_milestone(milestone_id, status=Milestone.Status.FUNDED)
         ledger.post_funding(
             milestone=milestone,
             amount=milestone.amount,
@@ -151,9 +172,7 @@ def ledger_cycle(milestone_id: int) -> tuple[int, int]:
             reference=f"bench-payment-{milestone_id}",
         )
     with transaction.atomic():
-        milestone = Milestone.objects.select_for_update(of=("self",)).select_related("project")
-        milestone = milestone.get(pk=milestone_id)
-        Milestone.objects.filter(pk=milestone_id).update(status=Milestone.Status.RELEASED)
+        milestone = lock_milestone(milestone_id, status=Milestone.Status.RELEASED)
         ledger.post_settlement(
             milestone=milestone,
             release_amount=milestone.amount,

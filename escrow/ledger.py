@@ -42,21 +42,34 @@ def _find_account(code: str, currency: str) -> LedgerAccount | None:
     return LedgerAccount.from_db(connection.alias, _ACCOUNT_FIELDS, row)
 
 
-def _account(*, code: str, kind: str, currency: str, **owner) -> LedgerAccount:
+_CREATE_ACCOUNT = (
+    "INSERT INTO escrow_ledgeraccount (code, kind, currency, balance, is_restricted, "
+    "milestone_id, user_id, created_at) VALUES (%s, %s, %s, 0, %s, %s, %s, %s) "
+    "ON CONFLICT (code, currency) DO NOTHING RETURNING id"
+)
+
+
+def _account(
+    *, code: str, kind: str, currency: str, milestone=None, user_id: int | None = None
+) -> LedgerAccount:
     account = _find_account(code, currency)
     if account is not None:
         return account
-    try:
-        with transaction.atomic():
-            return LedgerAccount.objects.create(
-                code=code,
-                kind=kind,
-                currency=currency,
-                is_restricted=kind in LedgerAccount.RESTRICTED,
-                **owner,
-            )
-    except IntegrityError:
-        return LedgerAccount.objects.get(code=code, currency=currency)
+    # Insert-or-nothing instead of insert-and-catch: no savepoint, and a transaction that
+    # created the same account concurrently is waited for, then read.
+    is_restricted = kind in LedgerAccount.RESTRICTED
+    milestone_id = milestone.pk if milestone is not None else None
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CREATE_ACCOUNT,
+            [code, kind, currency, is_restricted, milestone_id, user_id, created_at],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return _find_account(code, currency)
+    values = [row[0], code, kind, currency, 0, is_restricted, milestone_id, user_id]
+    return LedgerAccount.from_db(connection.alias, _ACCOUNT_FIELDS, values)
 
 
 def gateway_account(provider: str, currency: str) -> LedgerAccount:
@@ -142,7 +155,6 @@ def post_entry(
         party_id=party_id,
         created_at=timezone.now(),
     )
-    _lock_event_order()
     try:
         # One savepoint for the entry, its legs and the balances: a duplicate reference or a
         # refused overdraft leaves nothing of this entry behind, even when the caller catches
@@ -171,6 +183,9 @@ def post_entry(
                     for value in (entry.pk, account.pk, amount, currency)
                 ],
             )
+            # Only now, right before the first account row is locked: the lock is held to
+            # commit and serialises every posting, so the shorter the better.
+            _lock_event_order()
             for account_id in sorted(per_account):
                 delta = per_account[account_id] * accounts[account_id].normal_sign
                 if delta:
@@ -196,6 +211,9 @@ def _lock_event_order() -> None:
     that lock when it reaches the accounts; a caller that posted first and emitted afterwards
     (a payout) would hold an account row while waiting for the lock, and the two deadlock.
     Taking it here makes the order the same for every caller: event lock → accounts by id.
+    The entry and its postings are inserted before it, so two transactions posting the SAME
+    reference at once without holding the business object's lock (never the case in the
+    services) could deadlock on the reference's unique index; PostgreSQL then aborts one.
     """
     if connection.vendor == "postgresql":
         from realtime.events import _EVENT_ORDER_LOCK
