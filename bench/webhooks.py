@@ -264,7 +264,8 @@ def processed_count() -> int:
     return WebhookEvent.objects.filter(status="processed").count()
 
 
-def drain(env: dict, concurrency: int, until: int, timeout: float) -> None:
+def drain(env: dict, concurrency: int, until: int, timeout: float) -> float:
+    """Run one worker until `until` events are processed; returns its CPU seconds."""
     worker = subprocess.Popen(
         [
             str(ROOT / ".venv" / "bin" / "celery"),
@@ -284,7 +285,9 @@ def drain(env: dict, concurrency: int, until: int, timeout: float) -> None:
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    cpu = 0.0
     deadline = time.monotonic() + timeout
     last, last_change = processed_count(), time.monotonic()
     try:
@@ -297,12 +300,14 @@ def drain(env: dict, concurrency: int, until: int, timeout: float) -> None:
                 last, last_change = count, time.monotonic()
             elif time.monotonic() - last_change > 60:
                 raise RuntimeError(f"no progress for 60 s at {count} processed")
+        cpu = session_cpu_seconds(worker.pid)
     finally:
         worker.terminate()  # warm shutdown: the running task finishes and is acknowledged
         try:
             worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
             worker.kill()
+    return cpu
 
 
 def rate_of(rows: list) -> tuple[int, float]:
@@ -410,9 +415,10 @@ def run(args, server: str, redis_url: str) -> None:
     queued = redis.Redis.from_url(redis_url).llen("webhooks")
     print(f"after accepting: {stored} inbox rows, {queued} tasks queued", flush=True)
     half = args.events // 2
+    cpu_first = cpu_second = 0.0
     if not args.accept_only:
-        drain(env, 1, half, timeout=600)
-        drain(env, 2, args.events, timeout=600)
+        cpu_first = drain(env, 1, half, timeout=900)
+        cpu_second = drain(env, 2, args.events, timeout=900)
     times = list(
         WebhookEvent.objects.filter(status="processed")
         .order_by("processed_at")
@@ -451,10 +457,15 @@ def run(args, server: str, redis_url: str) -> None:
             f"{percentile(latencies, 0.99) * 1000:.1f} | {cpu * 1000 / count:.2f} | "
             f"{statuses} |"
         )
-    print("\n| processing (one worker process, -Q webhooks) | events | events/s |")
-    print("|---|---:|---:|")
-    print(f"| concurrency 1 | {first[0]} | {first[1]:,.0f} |")
-    print(f"| concurrency 2 (make worker) | {second[0]} | {second[1]:,.0f} |")
+    print(
+        "\n| processing (one worker process, -Q webhooks) | events | events/s "
+        "| worker CPU ms/event |"
+    )
+    print("|---|---:|---:|---:|")
+    per_first = cpu_first * 1000 / first[0] if first[0] else 0
+    per_second = cpu_second * 1000 / second[0] if second[0] else 0
+    print(f"| concurrency 1 | {first[0]} | {first[1]:,.0f} | {per_first:.1f} |")
+    print(f"| concurrency 2 (make worker) | {second[0]} | {second[1]:,.0f} | {per_second:.1f} |")
     print(
         f"\nstored {stored} inbox rows; {completed} payments completed; {entries} fund entries; "
         f"check_ledger: {check.stdout.strip() or check.stderr.strip()[-200:]}"

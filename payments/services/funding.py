@@ -231,9 +231,29 @@ def _capture(payment: Payment, gateway) -> Progress | None:
     except GatewayError as exc:
         if exc.transient:
             return _defer(payment.pk, exc)
+        # A refused capture may only mean the gateway is already past it (captured by an
+        # earlier attempt whose answer we lost under another key, or automatically): ask what
+        # the payment is before declaring it declined.
+        current = _retrieve(payment, gateway)
+        if current is not None and current.status == "succeeded":
+            _apply_intent_locked_tx(payment.pk, current, followup=False)
+            return None
         return _fail(payment.pk, code=exc.code, message=exc.message)
     _apply_intent_locked_tx(payment.pk, intent, followup=False)
     return None
+
+
+def _retrieve(payment: Payment, gateway) -> IntentResult | None:
+    try:
+        return call_gateway(
+            provider=payment.provider,
+            operation=GatewayAttempt.Operation.RETRIEVE,
+            idempotency_key=f"payment:{payment.pk}:retrieve",
+            payment=payment,
+            fn=lambda: gateway.retrieve_payment(payment_id=payment.gateway_payment_id),
+        )
+    except GatewayError:
+        return None
 
 
 def _defer(payment_id: int, error: GatewayError) -> Progress:

@@ -117,3 +117,36 @@ def test_beat_rescues_a_payment_whose_enqueue_was_lost(milestone):
 
     payment.refresh_from_db()
     assert payment.status == "completed"
+
+
+def test_a_refused_capture_of_a_payment_already_captured_completes_it(milestone):
+    from unittest import mock
+
+    from payments.gateways import InvalidRequest
+
+    with mock.patch.object(tasks.payment_process_task, "apply_async"):
+        payment = fund(milestone)
+    services.payment_process(payment_id=payment.pk)  # authorized, then captured
+    Payment.objects.filter(pk=payment.pk).update(status="authorized")  # our answer was lost
+    refused = InvalidRequest("already captured", code="payment_intent_unexpected_state")
+    with mock.patch.object(sandbox.SandboxGateway, "capture_payment", side_effect=refused):
+        services.payment_process(payment_id=payment.pk)
+
+    payment.refresh_from_db()
+    assert payment.status == "completed"
+    assert payment.attempts.filter(operation="retrieve", outcome="succeeded").exists()
+
+
+def test_a_refused_capture_of_a_capturable_payment_declines_it(milestone):
+    from unittest import mock
+
+    from payments.gateways import InvalidRequest
+
+    refused = InvalidRequest("capture refused", code="charge_expired_for_capture")
+    with mock.patch.object(sandbox.SandboxGateway, "capture_payment", side_effect=refused):
+        payment = fund(milestone)
+
+    payment.refresh_from_db()
+    assert payment.status == "declined"
+    assert payment.failure_code == "charge_expired_for_capture"
+    assert payment.milestone.status == "pending"
