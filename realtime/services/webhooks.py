@@ -310,8 +310,10 @@ def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: str) -> None:
 
 
 def webhook_delivery_resend(*, endpoint_id: int, delivery_id: int, owner) -> WebhookDelivery:
-    """Attempt a delivery again now, whatever its state. A failed one gets one more attempt
-    (no new schedule). Raises WebhookDeliveryNotFound, WebhookEndpointDisabled."""
+    """Attempt a delivery again now, whatever its state (the same webhook-id, so receivers
+    dedupe). One that had used up its attempts gets exactly one more; one that had not keeps
+    the rest of its schedule if this attempt fails. Raises WebhookDeliveryNotFound,
+    WebhookEndpointDisabled."""
     with transaction.atomic(durable=True):
         endpoint = _endpoint_for_update(endpoint_id=endpoint_id, owner=owner)
         if not endpoint.is_active:
