@@ -85,7 +85,37 @@ def webhook_process(*, webhook_event_id: int) -> str | None:
     runs of the task (a redelivery) serialise and the second finds it processed. The effect
     and the processed mark commit together: a crash before the commit leaves the event to be
     processed again, and the effects themselves are idempotent (state machines moving forward
-    only, unique ledger references). Objects we do not know yet park the event for a retry."""
+    only, unique ledger references). Objects we do not know yet park the event for a retry;
+    an unexpected error rolls the effect back and parks it too (failed after the maximum), so a
+    poison event shows in the admin instead of being retried forever."""
+    try:
+        return _process(webhook_event_id)
+    except Exception as exc:
+        logger.exception("webhook processing failed", extra={"webhook_event": webhook_event_id})
+        return _park(webhook_event_id, f"{type(exc).__name__}: {exc}")
+
+
+def _park(webhook_event_id: int, error: str) -> str | None:
+    with transaction.atomic(durable=True):
+        row = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
+        if row is None or row.status not in (
+            WebhookEvent.Status.RECEIVED,
+            WebhookEvent.Status.PARKED,
+        ):
+            return row.status if row else None
+        row.attempts += 1
+        if row.attempts >= settings.PAYMENTS_WEBHOOK_MAX_ATTEMPTS:
+            row.status = WebhookEvent.Status.FAILED
+            row.next_attempt_at = None
+        else:
+            row.status = WebhookEvent.Status.PARKED
+            row.next_attempt_at = timezone.now() + timedelta(seconds=retry_delay(row.attempts))
+        row.last_error = error[:255]
+        row.save(update_fields=["status", "attempts", "next_attempt_at", "last_error"])
+        return row.status
+
+
+def _process(webhook_event_id: int) -> str | None:
     with transaction.atomic(durable=True):
         row = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
         if row is None or row.status not in (

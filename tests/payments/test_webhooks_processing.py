@@ -235,3 +235,29 @@ def test_a_duplicate_dispute_notifies_once(anonymous, milestone, operator):
     sandbox.deliver(delivery)
 
     assert Event.objects.filter(type="payment.disputed").count() == 1
+
+
+def test_an_unexpected_error_rolls_the_effect_back_and_parks_the_event(anonymous, waiting_payment):
+    from unittest import mock
+
+    payment = waiting_payment
+    body = intent_event("evt_boom", "payment_intent.succeeded", payment, "succeeded")
+    with mock.patch(
+        "payments.services.funding.escrow_services.milestone_funded",
+        side_effect=RuntimeError("escrow is down"),
+    ):
+        deliver(anonymous, body)
+
+    row = WebhookEvent.objects.get(event_id="evt_boom")
+    assert row.status == "parked"
+    assert row.attempts == 1
+    assert "escrow is down" in row.last_error
+    payment.refresh_from_db()
+    assert payment.status == "verifying"  # nothing of the effect was kept
+
+    services.webhooks_due(now=timezone.now() + timedelta(hours=1))
+
+    row.refresh_from_db()
+    assert row.status == "processed"
+    payment.refresh_from_db()
+    assert payment.status == "completed"
