@@ -1,0 +1,97 @@
+"""Payments' part of `manage.py check_ledger` (escrow.invariants calls funding_violations):
+every captured payment is posted once, every funding entry posted by payments belongs to a
+captured payment of the same amount, refunded amounts match the refunds the gateway
+confirmed, and every payout's ledger steps match its status."""
+
+from django.db.models import Sum
+
+from escrow.models import JournalEntry
+from payments.models import Payment, Payout, Refund
+
+
+def funding_violations(*, limit: int = 100) -> list[str]:
+    problems: list[str] = []
+
+    def add(message: str) -> bool:
+        problems.append(message)
+        return len(problems) >= limit
+
+    fund_refs = set(
+        JournalEntry.objects.filter(
+            kind=JournalEntry.Kind.FUND, reference__startswith="fund:"
+        ).values_list("reference", flat=True)
+    )
+    captured = Payment.objects.filter(status__in=Payment.CAPTURED).values_list(
+        "pk", "amount", "amount_refunded"
+    )
+    for payment_id, _amount, _refunded in captured.iterator():
+        if f"fund:{payment_id}" not in fund_refs and add(
+            f"payment {payment_id} is captured but has no ledger entry fund:{payment_id}"
+        ):
+            return problems
+    numeric = {
+        int(ref.split(":", 1)[1]): ref for ref in fund_refs if ref.split(":", 1)[1].isdigit()
+    }
+    amounts = dict(
+        JournalEntry.objects.filter(reference__in=numeric.values()).values_list(
+            "reference", "amount"
+        )
+    )
+    payments = {
+        pk: (status, amount)
+        for pk, status, amount in Payment.objects.filter(pk__in=numeric).values_list(
+            "pk", "status", "amount"
+        )
+    }
+    for payment_id, reference in numeric.items():
+        status, amount = payments.get(payment_id, (None, None))
+        if status is None:
+            continue  # posted by something other than payments (escrow's own tests, imports)
+        if status not in Payment.CAPTURED and add(
+            f"{reference} is posted but payment {payment_id} is {status}"
+        ):
+            return problems
+        if amounts.get(reference) != amount and add(
+            f"{reference} posts {amounts.get(reference)} but payment {payment_id} is {amount}"
+        ):
+            return problems
+    refunded = dict(
+        Refund.objects.filter(status=Refund.Status.SUCCEEDED)
+        .values("payment_id")
+        .annotate(total=Sum("amount"))
+        .values_list("payment_id", "total")
+    )
+    for payment_id, amount_refunded in Payment.objects.filter(amount_refunded__gt=0).values_list(
+        "pk", "amount_refunded"
+    ):
+        if refunded.get(payment_id, 0) != amount_refunded and add(
+            f"payment {payment_id} has refunded {amount_refunded} but its succeeded refunds "
+            f"sum to {refunded.get(payment_id, 0)}"
+        ):
+            return problems
+    references = set(
+        JournalEntry.objects.filter(
+            kind__in=[
+                JournalEntry.Kind.PAYOUT_STARTED,
+                JournalEntry.Kind.PAYOUT_PAID,
+                JournalEntry.Kind.PAYOUT_FAILED,
+            ]
+        ).values_list("reference", flat=True)
+    )
+    expected = {
+        Payout.Status.PENDING: (True, False, False),
+        Payout.Status.NEEDS_ACCOUNT: (True, False, False),
+        Payout.Status.PAID: (True, True, False),
+        Payout.Status.FAILED: (True, False, True),
+    }
+    for payout_id, status in Payout.objects.values_list("pk", "status").iterator():
+        found = tuple(
+            f"{prefix}:{payout_id}" in references
+            for prefix in ("payout", "payout-paid", "payout-failed")
+        )
+        if found != expected[status] and add(
+            f"payout {payout_id} is {status} but its ledger steps are "
+            f"started={found[0]} paid={found[1]} failed={found[2]}"
+        ):
+            return problems
+    return problems
