@@ -99,11 +99,9 @@ def webhook_process_task(webhook_event_id: int) -> str | None:
 
 @shared_task(name="payments.webhook_process_batch", queue="webhooks", **TASK_OPTIONS)
 def webhook_process_batch_task(webhook_event_ids: list[int]) -> int:
-    """Rows gathered by the ingest path's batched enqueue (payments/enqueue.py), each
-    processed in its own transaction; a rerun skips the ones already done."""
-    for webhook_event_id in webhook_event_ids:
-        services.webhook_process(webhook_event_id=webhook_event_id)
-    return len(webhook_event_ids)
+    """Rows gathered by the ingest path's batched enqueue (payments/enqueue.py), processed in
+    one transaction (one by one if that fails); a rerun skips the ones already done."""
+    return services.webhook_process_many(webhook_event_ids=webhook_event_ids)
 
 
 @shared_task(name="payments.sandbox_deliver", queue="webhooks", **TASK_OPTIONS)

@@ -17,6 +17,7 @@ from payments.services.refunds import milestone_refund_start, payment_refund, re
 from payments.services.sweeps import settlements_sweep, work_due
 from payments.services.webhooks import (
     webhook_process,
+    webhook_process_many,
     webhook_receive,
     webhook_replay,
     webhooks_due,
@@ -39,6 +40,7 @@ __all__ = [
     "refund_process",
     "settlements_sweep",
     "webhook_process",
+    "webhook_process_many",
     "webhook_receive",
     "webhook_replay",
     "webhooks_due",

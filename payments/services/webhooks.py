@@ -115,43 +115,62 @@ def _park(webhook_event_id: int, error: str) -> str | None:
         return row.status
 
 
+def webhook_process_many(*, webhook_event_ids: list[int]) -> int:
+    """Process several inbox rows in one transaction (the batched hand-off's task): one commit
+    and one after-commit publication for all of them instead of one each. If anything in the
+    batch fails (an unexpected error, a deadlock between two batches), it is rolled back whole
+    and each row is processed on its own, with the usual parking. Returns the rows handled."""
+    try:
+        with transaction.atomic(durable=True):
+            for webhook_event_id in webhook_event_ids:
+                _process_locked(webhook_event_id)
+    except Exception:
+        logger.warning("webhook batch rolled back; processing one by one", exc_info=True)
+        for webhook_event_id in webhook_event_ids:
+            webhook_process(webhook_event_id=webhook_event_id)
+    return len(webhook_event_ids)
+
+
 def _process(webhook_event_id: int) -> str | None:
     with transaction.atomic(durable=True):
-        row = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
-        if row is None or row.status not in (
-            WebhookEvent.Status.RECEIVED,
-            WebhookEvent.Status.PARKED,
-        ):
-            return row.status if row else None
-        payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
-        handler = HANDLERS.get(row.type)
-        row.attempts += 1
-        try:
-            if handler is None:
-                row.status = WebhookEvent.Status.IGNORED
-            else:
-                # No savepoint: handlers raise UnknownObject before they write anything, and
-                # any other error rolls the whole event back to be retried.
-                applied = handler(row.provider, payload["data"]["object"])
-                row.status = (
-                    WebhookEvent.Status.PROCESSED
-                    if applied is not False
-                    else WebhookEvent.Status.IGNORED
-                )
-            row.processed_at = timezone.now()
-            row.next_attempt_at = None
-            row.last_error = ""
-        except UnknownObject as exc:
-            if row.attempts >= settings.PAYMENTS_WEBHOOK_MAX_ATTEMPTS:
-                row.status = WebhookEvent.Status.FAILED
-            else:
-                row.status = WebhookEvent.Status.PARKED
-                row.next_attempt_at = timezone.now() + timedelta(seconds=retry_delay(row.attempts))
-            row.last_error = str(exc)[:255]
-        row.save(
-            update_fields=["status", "attempts", "processed_at", "next_attempt_at", "last_error"]
-        )
-        return row.status
+        return _process_locked(webhook_event_id)
+
+
+def _process_locked(webhook_event_id: int) -> str | None:
+    """Caller holds the transaction; the row's lock lasts until it commits."""
+    row = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
+    if row is None or row.status not in (
+        WebhookEvent.Status.RECEIVED,
+        WebhookEvent.Status.PARKED,
+    ):
+        return row.status if row else None
+    payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+    handler = HANDLERS.get(row.type)
+    row.attempts += 1
+    try:
+        if handler is None:
+            row.status = WebhookEvent.Status.IGNORED
+        else:
+            # No savepoint: handlers raise UnknownObject before they write anything, and
+            # any other error rolls the whole event back to be retried.
+            applied = handler(row.provider, payload["data"]["object"])
+            row.status = (
+                WebhookEvent.Status.PROCESSED
+                if applied is not False
+                else WebhookEvent.Status.IGNORED
+            )
+        row.processed_at = timezone.now()
+        row.next_attempt_at = None
+        row.last_error = ""
+    except UnknownObject as exc:
+        if row.attempts >= settings.PAYMENTS_WEBHOOK_MAX_ATTEMPTS:
+            row.status = WebhookEvent.Status.FAILED
+        else:
+            row.status = WebhookEvent.Status.PARKED
+            row.next_attempt_at = timezone.now() + timedelta(seconds=retry_delay(row.attempts))
+        row.last_error = str(exc)[:255]
+    row.save(update_fields=["status", "attempts", "processed_at", "next_attempt_at", "last_error"])
+    return row.status
 
 
 def webhook_replay(*, webhook_event_id: int, actor=None) -> str | None:

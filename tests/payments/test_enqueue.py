@@ -59,3 +59,41 @@ def test_a_batch_task_processes_each_row_once_even_when_run_twice(milestone):
     assert WebhookEvent.objects.get(type="payment_intent.amount_capturable_updated").attempts == 1
     payment.refresh_from_db()
     assert payment.status == "completed"
+
+
+def test_a_failing_batch_is_rolled_back_and_done_one_by_one(project):
+    from payments.services import webhooks as webhook_services
+    from tests.escrow.factories import MilestoneFactory
+
+    payments, deliveries = [], []
+    for _ in range(2):
+        payment = fund(
+            MilestoneFactory(project=project, amount=10_000), "pm_card_authenticationRequired"
+        )
+        sandbox.take_outbox()
+        sandbox.SandboxGateway().complete_authentication(payment_id=payment.gateway_payment_id)
+        deliveries += sandbox.take_outbox()
+        payments.append(payment)
+    with mock.patch.object(tasks.webhook_process_task, "apply_async"):
+        for delivery in deliveries:
+            sandbox.deliver(delivery)
+    ids = list(WebhookEvent.objects.order_by("id").values_list("pk", flat=True))
+    assert len(ids) == 2
+    real = webhook_services._process_locked
+    calls = []
+
+    def fail_once_in_batch(webhook_event_id):
+        calls.append(webhook_event_id)
+        if len(calls) == 2:
+            raise RuntimeError("deadlock detected")
+        return real(webhook_event_id)
+
+    with mock.patch.object(webhook_services, "_process_locked", side_effect=fail_once_in_batch):
+        tasks.webhook_process_batch_task.run(ids)
+
+    assert calls == [ids[0], ids[1], ids[0], ids[1]]  # the batch, then one by one
+    assert not WebhookEvent.objects.exclude(status="processed").exists()
+    assert WebhookEvent.objects.get(pk=ids[0]).attempts == 1  # the rolled-back try left no trace
+    for payment in payments:
+        payment.refresh_from_db()
+        assert payment.status == "completed"
