@@ -46,8 +46,10 @@ class _Batcher:
             self.wakeup.wait()
             time.sleep(settings.PAYMENTS_WEBHOOK_BATCH_WINDOW)
             with self.lock:
-                ids, self.ids = self.ids, []
+                # Clear before taking: an id appended after this is followed by a set() that
+                # wakes the next round (clearing after taking could strand the last ids).
                 self.wakeup.clear()
+                ids, self.ids = self.ids, []
             for start in range(0, len(ids), 100):
                 try:
                     webhook_process_batch_task.apply_async(args=[ids[start : start + 100]])

@@ -97,3 +97,25 @@ def test_a_failing_batch_is_rolled_back_and_done_one_by_one(project):
     for payment in payments:
         payment.refresh_from_db()
         assert payment.status == "completed"
+
+
+def test_no_id_is_stranded_in_the_buffer_under_a_stream_of_adds(settings):
+    """Every id added while the sender is publishing gets published without a later add."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.PAYMENTS_WEBHOOK_ENQUEUE = "batched"
+    settings.PAYMENTS_WEBHOOK_BATCH_WINDOW = 0.001
+    published = []
+    with mock.patch.object(
+        tasks.webhook_process_batch_task,
+        "apply_async",
+        side_effect=lambda args: published.extend(args[0]),
+    ):
+        for row_id in range(1, 2001):
+            enqueue.enqueue_webhook(row_id)
+            if row_id % 50 == 0:
+                time.sleep(0.001)
+        deadline = time.monotonic() + 5
+        while len(published) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    assert sorted(published) == list(range(1, 2001))
