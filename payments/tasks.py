@@ -99,8 +99,8 @@ def webhook_process_task(webhook_event_id: int) -> str | None:
 
 @shared_task(name="payments.webhook_process_batch", queue="webhooks", **TASK_OPTIONS)
 def webhook_process_batch_task(webhook_event_ids: list[int]) -> int:
-    """Rows gathered by the ingest path's batched enqueue (payments/enqueue.py), processed in
-    one transaction (one by one if that fails); a rerun skips the ones already done."""
+    """Rows gathered by the ingest path's batched enqueue (payments/enqueue.py), each in its
+    own transaction; a rerun skips the ones already done."""
     return services.webhook_process_many(webhook_event_ids=webhook_event_ids)
 
 
