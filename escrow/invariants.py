@@ -3,8 +3,9 @@
 1. Every entry balances: its postings sum to zero, in the entry's currency, with >= 2 legs.
 2. Every stored balance equals the sum of its postings (in the account's normal direction).
 3. No restricted account (escrow, payable, in transit) is negative.
-4. Each milestone's escrow matches its state: its full amount while funded/submitted/
-   inspection/disputed, nothing once released/refunded/split/cancelled or before funding.
+4. Each milestone's escrow matches its state: its amount less partial refunds while funded/
+   submitted/inspection/disputed, nothing once released/refunded/split/cancelled or before
+   funding.
 5. Every completed funding payment is posted exactly once (when payments is installed).
 """
 
@@ -87,9 +88,10 @@ def _escrow_against_state(limit: int) -> list[str]:
             "milestone_id", "balance"
         )
     )
-    for milestone in Milestone.objects.only("pk", "status", "amount").iterator():
+    fields = ("pk", "status", "amount", "partial_refunds")
+    for milestone in Milestone.objects.only(*fields).iterator():
         balance = held.get(milestone.pk, 0)
-        expected = milestone.amount if milestone.status in Milestone.HOLDING else 0
+        expected = milestone.held_amount if milestone.status in Milestone.HOLDING else 0
         if balance != expected:
             problems.append(
                 f"milestone {milestone.pk} is {milestone.status} but escrow holds {balance} "

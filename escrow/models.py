@@ -104,6 +104,9 @@ class Milestone(models.Model):
     due_date = models.DateField(null=True, blank=True)
     position = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Given back from escrow by partial refunds before settlement; escrow then holds
+    # amount − partial_refunds, and a release or settlement moves only that.
+    partial_refunds = models.BigIntegerField(default=0)
     funded_via = models.CharField(max_length=32, blank=True)
     funding_reference = models.CharField(max_length=100, blank=True)
     funded_at = models.DateTimeField(null=True, blank=True)
@@ -121,6 +124,10 @@ class Milestone(models.Model):
             models.CheckConstraint(
                 condition=Q(amount__gt=0) & Q(amount__lte=MAX_AMOUNT),
                 name="milestone_amount_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(partial_refunds__gte=0) & Q(partial_refunds__lte=models.F("amount")),
+                name="milestone_partial_refunds_range",
             ),
             models.CheckConstraint(
                 condition=Q(
@@ -155,6 +162,11 @@ class Milestone(models.Model):
     @property
     def currency(self) -> str:
         return self.project.currency
+
+    @property
+    def held_amount(self) -> int:
+        """What escrow holds for this milestone while it is funded (see HOLDING)."""
+        return self.amount - self.partial_refunds
 
 
 class LedgerAccount(models.Model):

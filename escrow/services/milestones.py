@@ -11,7 +11,13 @@ from django.utils import timezone
 
 from accounts.models import User
 from escrow import hooks, ledger, money
-from escrow.exceptions import FundingMismatch, IllegalTransition, NotAllowed, ProjectNotActive
+from escrow.exceptions import (
+    FundingMismatch,
+    IllegalTransition,
+    InsufficientFunds,
+    NotAllowed,
+    ProjectNotActive,
+)
 from escrow.locks import milestone_for_update
 from escrow.models import JournalEntry, Milestone, Project
 from escrow.services._events import (
@@ -179,7 +185,7 @@ def milestone_approve(*, milestone_id: int, actor: User | None) -> Milestone:
         if _already(milestone, Status.RELEASED):
             return milestone
         transition(milestone, to=Status.APPROVED, actor=actor)
-        _settle(milestone, release_amount=milestone.amount, to=Status.RELEASED, actor=actor)
+        _settle(milestone, release_amount=milestone.held_amount, to=Status.RELEASED, actor=actor)
     return milestone
 
 
@@ -231,6 +237,59 @@ def milestone_freeze(*, milestone_id: int, reason: str, actor: User | None = Non
     return milestone
 
 
+def milestone_refund_partial(
+    *, milestone_id: int, amount: int, reference: str, provider: str
+) -> Milestone:
+    """A gateway refund of part of the funding succeeded: take it out of escrow.
+
+    Caller: payments, inside its transaction, when an operator's partial refund is confirmed
+    by the gateway (the gateway call already happened, so no hook fires). Posts
+    "refund:<reference>" Dr escrow / Cr gateway:<provider>; escrow then holds
+    amount − partial_refunds, which is what a later release or settlement moves. Refunding all
+    that is left makes the milestone refunded. Idempotent on `reference`.
+    Raises IllegalTransition (the milestone holds nothing) and InsufficientFunds (more than
+    it holds).
+    """
+    milestone = milestone_for_update(milestone_id=milestone_id)
+    if milestone.status not in Milestone.HOLDING:
+        raise IllegalTransition(
+            obj_name=f"Milestone {milestone.pk}", current=milestone.status, target="refunded"
+        )
+    held = milestone.held_amount
+    if type(amount) is not int or not 0 < amount <= held:
+        raise InsufficientFunds(f"Milestone {milestone.pk} holds {held}; cannot refund {amount}.")
+    if amount == held and Status.REFUNDED not in Milestone.TRANSITIONS[milestone.status]:
+        raise IllegalTransition(
+            obj_name=f"Milestone {milestone.pk}", current=milestone.status, target="refunded"
+        )
+    currency = milestone.project.currency
+    previous_balance = project_escrow_balance(milestone.project_id)
+    posted = ledger.post_entry(
+        reference=f"refund:{reference}",
+        kind=JournalEntry.Kind.REFUND,
+        currency=currency,
+        legs=[
+            ledger.debit(ledger.escrow_account(milestone), amount),
+            ledger.credit(ledger.gateway_account(provider, currency), amount),
+        ],
+        milestone=milestone,
+        party_id=milestone.project.homeowner_id,
+        memo=f"partial refund {reference}",
+    )
+    if not posted.created:
+        return milestone
+    milestone.partial_refunds += amount
+    milestone.save(update_fields=["partial_refunds", "updated_at"])
+    if milestone.held_amount == 0:
+        transition(milestone, to=Status.REFUNDED, actor=None)
+        complete_if_settled(milestone.project)
+    emit_milestone("milestone.refunded", milestone, refunded_amount=amount, partial=True)
+    emit_balance_changed(
+        milestone, previous_project_balance=previous_balance, reason="partial_refund"
+    )
+    return milestone
+
+
 def milestone_settle_dispute(
     *, milestone_id: int, release_amount: int, actor: User | None = None
 ) -> Milestone:
@@ -244,9 +303,10 @@ def milestone_settle_dispute(
         milestone = milestone_for_update(milestone_id=milestone_id)
         if milestone.status in (Status.RELEASED, Status.REFUNDED, Status.SPLIT):
             return milestone
-        if type(release_amount) is not int or not 0 <= release_amount <= milestone.amount:
-            raise FundingMismatch(f"release_amount must be between 0 and {milestone.amount}.")
-        if release_amount == milestone.amount:
+        held = milestone.held_amount
+        if type(release_amount) is not int or not 0 <= release_amount <= held:
+            raise FundingMismatch(f"release_amount must be between 0 and {held}.")
+        if release_amount == held:
             to = Status.RELEASED
         elif release_amount == 0:
             to = Status.REFUNDED
@@ -274,7 +334,7 @@ def _settle(milestone: Milestone, *, release_amount: int, to: str, actor: User |
         kind=kind,
         reference=f"{kind}:{milestone.pk}",
     )
-    refund_amount = milestone.amount - release_amount
+    refund_amount = milestone.held_amount - release_amount
     if release_amount:
         emit_milestone(
             "milestone.released",
@@ -311,6 +371,6 @@ def milestone_auto_release_due(*, now=None, batch_size: int = 100) -> list[int]:
             if milestone.status != Status.SUBMITTED or milestone.review_deadline > now:
                 continue
             transition(milestone, to=Status.APPROVED, actor=None)
-            _settle(milestone, release_amount=milestone.amount, to=Status.RELEASED, actor=None)
+            _settle(milestone, release_amount=milestone.held_amount, to=Status.RELEASED, actor=None)
             released.append(milestone_id)
     return released

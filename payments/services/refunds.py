@@ -219,20 +219,13 @@ def _refund_succeeded(payment: Payment, refund: Refund) -> None:
     payment.amount_refunded += refund.amount
     payment.save(update_fields=["amount_refunded", "updated_at"])
     if refund.reason == Refund.Reason.OPERATOR:
-        milestone = Milestone.objects.select_related("project").get(pk=payment.milestone_id)
-        ledger.post_entry(
-            reference=f"refund:payment-refund:{refund.pk}",
-            kind=JournalEntry.Kind.REFUND,
-            currency=payment.currency,
-            legs=[
-                ledger.debit(ledger.escrow_account(milestone), refund.amount),
-                ledger.credit(
-                    ledger.gateway_account(payment.provider, payment.currency), refund.amount
-                ),
-            ],
-            milestone=milestone,
-            party_id=payment.payer_id,
-            memo=f"operator refund {refund.pk} of payment {payment.pk}",
+        # Escrow owns the milestone's money: it posts Dr escrow / Cr gateway and remembers the
+        # partial refund, so a later release moves only what is left.
+        escrow_services.milestone_refund_partial(
+            milestone_id=payment.milestone_id,
+            amount=refund.amount,
+            reference=f"payment-refund:{refund.pk}",
+            provider=payment.provider,
         )
     target = (
         Status.REFUNDED if payment.amount_refunded == payment.amount else Status.PARTIALLY_REFUNDED

@@ -429,3 +429,54 @@ def test_payout_entries_move_payable_to_paid_out():
         "paid_out": 1_900,
     }
     assert invariants.violations() == []
+
+
+def _refund_part(milestone, amount, reference):
+    with transaction.atomic():
+        return services.milestone_refund_partial(
+            milestone_id=milestone.pk, amount=amount, reference=reference, provider="sandbox"
+        )
+
+
+def test_a_partial_refund_leaves_the_rest_in_escrow_and_a_release_moves_only_that(settings):
+    settings.PLATFORM_FEE_PERCENT = "10"
+    milestone = submitted(MilestoneFactory(amount=10_000))
+
+    _refund_part(milestone, 4_000, "r1")
+    _refund_part(milestone, 4_000, "r1")  # the same gateway refund again: no second posting
+    services.milestone_approve(milestone_id=milestone.pk, actor=milestone.project.homeowner)
+
+    assert Milestone.objects.get(pk=milestone.pk).partial_refunds == 4_000
+    assert balances() == {
+        f"escrow:milestone:{milestone.pk}": 0,
+        "gateway:sandbox": 6_000,
+        f"payable:user:{milestone.project.contractor_id}": 5_400,
+        "revenue:fees": 600,
+    }
+    assert invariants.violations() == []
+
+
+def test_refunding_all_that_is_left_makes_the_milestone_refunded():
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+
+    _refund_part(milestone, 3_000, "r1")
+    _refund_part(milestone, 7_000, "r2")
+
+    assert Milestone.objects.get(pk=milestone.pk).status == "refunded"
+    assert invariants.violations() == []
+
+
+def test_a_partial_refund_larger_than_what_is_held_changes_nothing():
+    from escrow.exceptions import InsufficientFunds
+
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    _refund_part(milestone, 6_000, "r1")
+
+    with pytest.raises(InsufficientFunds):
+        _refund_part(milestone, 4_001, "r2")
+
+    assert Milestone.objects.get(pk=milestone.pk).partial_refunds == 6_000
+    assert ledger.escrow_balance_of(milestone.pk) == 4_000
+    assert not JournalEntry.objects.filter(reference="refund:r2").exists()

@@ -167,3 +167,22 @@ def test_refunding_everything_is_escrows_milestone_refund_and_keeps_the_ledger_w
     assert payment.refunds.count() == 1
     assert ledger.escrow_balance_of(milestone.pk) == 0
     assert violations() == []
+
+
+def test_after_a_partial_refund_approval_releases_the_rest_and_the_ledger_holds(
+    operator, homeowner, contractor, milestone
+):
+    """Regression: the partial refund used to leave escrow short of the milestone's amount, so
+    check_ledger failed and the approval could not release."""
+    from django.core.management import call_command
+
+    payment = fund(milestone)
+    assert refund(operator, payment, 20_000).status_code == 201
+
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    approved = homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+
+    assert approved.status_code == 200 and approved.json()["status"] == "released"
+    release = JournalEntry.objects.get(reference=f"release:{milestone.pk}")
+    assert release.amount == 30_000
+    call_command("check_ledger")
