@@ -192,6 +192,8 @@ CELERY_TASK_ROUTES = {
     "payments.webhook_process_batch": {"queue": "webhooks"},
     "payments.sandbox_deliver": {"queue": "webhooks"},
     "payments.webhooks_due": {"queue": "webhooks"},
+    "realtime.webhook_delivery_attempt": {"queue": "webhooks"},
+    "realtime.webhook_deliveries_enqueue_due": {"queue": "webhooks"},
 }
 # Periodic work; each app's tasks are bounded batches (see the tasks modules).
 CELERY_BEAT_SCHEDULE = {
