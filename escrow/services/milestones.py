@@ -117,6 +117,14 @@ def milestone_funded(
         )
     if milestone.funding_reference == reference:
         return milestone
+    # A reference names one payment; posted for another milestone it would be taken as
+    # "already posted" and this milestone would be marked funded with nothing in escrow.
+    if (
+        JournalEntry.objects.filter(reference=f"fund:{reference}")
+        .exclude(milestone_id=milestone.pk)
+        .exists()
+    ):
+        raise FundingMismatch(f"Funding {reference} was already posted for another milestone.")
     if milestone.status == Status.PENDING:
         transition(milestone, to=Status.FUNDING, actor=None)
     previous_balance = project_escrow_balance(milestone.project_id)

@@ -480,3 +480,22 @@ def test_a_partial_refund_larger_than_what_is_held_changes_nothing():
     assert Milestone.objects.get(pk=milestone.pk).partial_refunds == 6_000
     assert ledger.escrow_balance_of(milestone.pk) == 4_000
     assert not JournalEntry.objects.filter(reference="refund:r2").exists()
+
+
+def test_a_funding_reference_already_posted_for_another_milestone_is_refused():
+    first, second = MilestoneFactory(), MilestoneFactory()
+    fund(first, reference="pay-shared")
+    with transaction.atomic():
+        services.milestone_fund_start(milestone_id=second.pk, actor=second.project.homeowner)
+
+    with pytest.raises(FundingMismatch), transaction.atomic():
+        services.milestone_funded(
+            milestone_id=second.pk,
+            amount=second.amount,
+            currency="usd",
+            reference="pay-shared",
+            provider="sandbox",
+        )
+
+    assert Milestone.objects.get(pk=second.pk).status == "funding"
+    assert ledger.escrow_balance_of(second.pk) == 0

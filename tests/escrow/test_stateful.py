@@ -18,6 +18,7 @@ fails. After each step:
   released amount, and escrow − released goes back to the gateway.
 """
 
+import uuid
 from collections import defaultdict
 from datetime import timedelta
 
@@ -167,7 +168,8 @@ class EscrowMachine(RuleBasedStateMachine):
 
         if self.attempt(start, milestone_id=milestone.pk, actor=self.actor(milestone, who)):
             self.payment_count += 1
-            self.payments.append((milestone.pk, f"payment-{id(self)}-{self.payment_count}"))
+            # Unique across examples (the database keeps earlier examples' entries).
+            self.payments.append((milestone.pk, f"payment-{uuid.uuid4().hex}"))
 
     def advance(self, pick, choice):
         """The usual next step for the milestone's state, by the right person, so that random
