@@ -10,7 +10,7 @@
 """
 
 from django.apps import apps
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
 
@@ -39,18 +39,12 @@ def _unbalanced_entries(limit: int) -> list[str]:
         JournalEntry.objects.annotate(
             total=Sum("postings__amount"),
             legs=Count("postings"),
-            foreign=Count("postings", filter=~Q(postings__currency=models_f("currency"))),
+            foreign=Count("postings", filter=~Q(postings__currency=F("currency"))),
         )
         .filter(~Q(total=0) | Q(legs__lt=2) | Q(foreign__gt=0) | Q(total__isnull=True))
         .values_list("reference", "total", "legs")[:limit]
     )
     return [f"entry {ref} unbalanced: sum {total}, {legs} legs" for ref, total, legs in rows]
-
-
-def models_f(name):
-    from django.db.models import F
-
-    return F(name)
 
 
 def _balances_off(limit: int) -> list[str]:
@@ -60,7 +54,7 @@ def _balances_off(limit: int) -> list[str]:
         .annotate(total=Sum("amount"))
         .values_list("account_id", "total")
     )
-    mixed = Posting.objects.exclude(currency=models_f("account__currency")).count()
+    mixed = Posting.objects.exclude(currency=F("account__currency")).count()
     if mixed:
         problems.append(f"{mixed} postings in a currency other than their account's")
     for account in LedgerAccount.objects.order_by("pk").iterator():

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from escrow.exceptions import InsufficientFunds, UnbalancedEntry
@@ -342,6 +343,16 @@ def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, curr
 
 def balance(account: LedgerAccount) -> int:
     return LedgerAccount.objects.values_list("balance", flat=True).get(pk=account.pk)
+
+
+def project_escrow_balance(project_id: int) -> int:
+    """What escrow holds for all of a project's milestones."""
+    return (
+        LedgerAccount.objects.filter(kind=Kind.ESCROW, milestone__project_id=project_id).aggregate(
+            total=Sum("balance")
+        )["total"]
+        or 0
+    )
 
 
 def escrow_balance_of(milestone_id: int) -> int:

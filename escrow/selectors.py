@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet, Sum
 
+from escrow import ledger
 from escrow.exceptions import MilestoneNotFound, ProjectNotFound
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Project
 
@@ -64,12 +65,7 @@ def milestone_escrow_balance(*, milestone: Milestone) -> int:
 
 
 def project_escrow_balance(*, project: Project) -> int:
-    return (
-        LedgerAccount.objects.filter(
-            kind=LedgerAccount.Kind.ESCROW, milestone__project=project
-        ).aggregate(total=Sum("balance"))["total"]
-        or 0
-    )
+    return ledger.project_escrow_balance(project.pk)
 
 
 @dataclass(frozen=True)

@@ -49,17 +49,7 @@ def emit_status_updated(milestone: Milestone, *, previous: str, actor_id: int | 
     )
 
 
-def project_escrow_balance(project_id: int) -> int:
-    from django.db.models import Sum
-
-    from escrow.models import LedgerAccount
-
-    return (
-        LedgerAccount.objects.filter(
-            kind=LedgerAccount.Kind.ESCROW, milestone__project_id=project_id
-        ).aggregate(total=Sum("balance"))["total"]
-        or 0
-    )
+project_escrow_balance = ledger.project_escrow_balance
 
 
 def emit_balance_changed(milestone: Milestone, *, previous_project_balance: int, reason: str):
