@@ -152,6 +152,7 @@ class PayoutAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "amount",
         "currency",
         "status",
+        "amount_reversed",
         "gateway_transfer_id",
         "paid_at",
     ]

@@ -46,5 +46,13 @@ class WebhookRejected(InvalidInput):
     code = "webhook_rejected"
 
 
+class TransferReversalInvalid(InvalidInput):
+    """The gateway's transfer contradicts our payout (reversed more than was transferred, another
+    currency or another transfer): nothing is applied, and a webhook carrying it fails at once
+    (retrying cannot change the payload); an operator looks at it."""
+
+    code = "transfer_reversal_invalid"
+
+
 class UnknownObject(Exception):
     """A webhook refers to an object we do not know (yet): park the event and retry later."""

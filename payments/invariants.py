@@ -1,12 +1,14 @@
 """Payments' part of `manage.py check_ledger` (escrow.invariants calls funding_violations):
 every captured payment is posted once, every funding entry posted by payments belongs to a
 captured payment of the same amount, refunded amounts match the refunds the gateway
-confirmed, and every payout's ledger steps match its status."""
+confirmed, every payout's ledger steps match its status, and its reversal entries add up to
+the amount the gateway reversed."""
 
 from django.db.models import Sum
 
 from escrow.models import JournalEntry
 from payments.models import Payment, Payout, Refund
+from payments.services.payouts import REVERSAL_PREFIX
 
 
 def funding_violations(*, limit: int = 100) -> list[str]:
@@ -78,13 +80,18 @@ def funding_violations(*, limit: int = 100) -> list[str]:
             ]
         ).values_list("reference", flat=True)
     )
+    paid_steps = (True, True, False)
     expected = {
         Payout.Status.PENDING: (True, False, False),
         Payout.Status.NEEDS_ACCOUNT: (True, False, False),
-        Payout.Status.PAID: (True, True, False),
+        Payout.Status.PAID: paid_steps,
+        Payout.Status.PARTIALLY_REVERSED: paid_steps,
+        Payout.Status.REVERSED: paid_steps,
         Payout.Status.FAILED: (True, False, True),
     }
-    for payout_id, status in Payout.objects.values_list("pk", "status").iterator():
+    reversals = _reversal_steps()
+    payouts = Payout.objects.values_list("pk", "status", "amount_reversed")
+    for payout_id, status, amount_reversed in payouts.iterator():
         found = tuple(
             f"{prefix}:{payout_id}" in references
             for prefix in ("payout", "payout-paid", "payout-failed")
@@ -94,4 +101,43 @@ def funding_violations(*, limit: int = 100) -> list[str]:
             f"started={found[0]} paid={found[1]} failed={found[2]}"
         ):
             return problems
+        for problem in _reversal_problems(payout_id, amount_reversed, reversals.pop(payout_id, [])):
+            if add(problem):
+                return problems
+    for payout_id in reversals:
+        if add(f"reversal entries for payout {payout_id}, which does not exist"):
+            return problems
+    return problems
+
+
+def _reversal_steps() -> dict[int, list[tuple[int, int]]]:
+    """payout id -> [(cumulative amount reversed, amount posted)] from the reversal entries."""
+    steps: dict[int, list[tuple[int, int]]] = {}
+    rows = JournalEntry.objects.filter(reference__startswith=REVERSAL_PREFIX).values_list(
+        "reference", "amount"
+    )
+    for reference, amount in rows.iterator():
+        payout_id, _, cumulative = reference[len(REVERSAL_PREFIX) :].partition(":")
+        if payout_id.isdigit() and cumulative.isdigit():
+            steps.setdefault(int(payout_id), []).append((int(cumulative), amount))
+    return steps
+
+
+def _reversal_problems(payout_id: int, amount_reversed: int, steps) -> list[str]:
+    """Each step posts the growth of the cumulative amount, and the last step is the payout's
+    amount_reversed (so what went back to payable is exactly what the gateway reversed)."""
+    problems = []
+    previous = 0
+    for cumulative, amount in sorted(steps):
+        if amount != cumulative - previous:
+            problems.append(
+                f"{REVERSAL_PREFIX}{payout_id}:{cumulative} posts {amount}, "
+                f"expected {cumulative - previous}"
+            )
+        previous = cumulative
+    if previous != amount_reversed:
+        problems.append(
+            f"payout {payout_id} has reversed {amount_reversed} but its reversal entries "
+            f"reach {previous}"
+        )
     return problems

@@ -43,7 +43,8 @@ class TransferResult:
     destination: str
     transfer_group: str = ""
     source_transaction: str = ""
-    reversed: bool = False
+    reversed: bool = False  # Stripe: true only once the whole amount is reversed
+    amount_reversed: int = 0  # cumulative, partial reversals included
     metadata: dict = field(default_factory=dict)
 
 

@@ -131,6 +131,7 @@ def _transfer(transfer) -> TransferResult:
         transfer_group=_get(transfer, "transfer_group", "") or "",
         source_transaction=_id_of(_get(transfer, "source_transaction")),
         reversed=bool(_get(transfer, "reversed", False)),
+        amount_reversed=int(_get(transfer, "amount_reversed", 0) or 0),
         metadata=dict(_get(transfer, "metadata", {}) or {}),
     )
 

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from payments.models._common import status_check as _status_check
 from payments.models.payments import Payment
@@ -28,20 +28,33 @@ class PayoutAccount(models.Model):
 
 
 class Payout(models.Model):
-    """A transfer of a released milestone's payable amount to the contractor."""
+    """A transfer of a released milestone's payable amount to the contractor.
+
+    `amount_reversed` is what the gateway took back from the connected account (Stripe's
+    `transfer.amount_reversed`, cumulative): it only grows, never past `amount` (database
+    checks), and is non-zero exactly when the payout is partially_reversed or reversed."""
 
     class Status(models.TextChoices):
         PENDING = "pending"  # recorded, ledger moved payable -> in transit; gateway call queued
         PAID = "paid"
         FAILED = "failed"
         NEEDS_ACCOUNT = "needs_account"  # the contractor has no payout account yet
+        # The gateway reversed part / all of a paid transfer: that money is owed again.
+        PARTIALLY_REVERSED = "partially_reversed"
+        REVERSED = "reversed"
 
     TRANSITIONS = {
         Status.PENDING: {Status.PAID, Status.FAILED, Status.NEEDS_ACCOUNT},
         Status.NEEDS_ACCOUNT: {Status.PENDING},
-        Status.PAID: set(),
+        Status.PAID: {Status.PARTIALLY_REVERSED, Status.REVERSED},
+        # A further partial reversal stays partially_reversed (amount_reversed grows).
+        Status.PARTIALLY_REVERSED: {Status.REVERSED},
+        Status.REVERSED: set(),
         Status.FAILED: set(),
     }
+    # Statuses whose transfer exists at the gateway and may still be reversed (further).
+    REVERSIBLE = frozenset({Status.PAID, Status.PARTIALLY_REVERSED})
+    REVERSED_STATUSES = frozenset({Status.PARTIALLY_REVERSED, Status.REVERSED})
 
     milestone = models.OneToOneField(
         "escrow.Milestone", on_delete=models.PROTECT, related_name="payout"
@@ -53,7 +66,8 @@ class Payout(models.Model):
     provider = models.CharField(max_length=16)
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    amount_reversed = models.BigIntegerField(default=0)
     destination = models.CharField(max_length=255, blank=True)
     transfer_group = models.CharField(max_length=64, blank=True)
     gateway_transfer_id = models.CharField(max_length=255, blank=True, db_index=True)
@@ -63,12 +77,35 @@ class Payout(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    reversed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
-            _status_check("payout_status_valid", ["pending", "paid", "failed", "needs_account"]),
+            _status_check(
+                "payout_status_valid",
+                ["pending", "paid", "failed", "needs_account", "partially_reversed", "reversed"],
+            ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_reversed__gte=0, amount_reversed__lte=F("amount")),
+                name="payout_amount_reversed_range",
+            ),
+            # Reversed money and a reversed status go together, whatever code writes the row.
+            models.CheckConstraint(
+                condition=(Q(amount_reversed=0) & ~Q(status__in=["partially_reversed", "reversed"]))
+                | Q(
+                    status="partially_reversed",
+                    amount_reversed__gt=0,
+                    amount__gt=F("amount_reversed"),
+                )
+                | Q(status="reversed", amount_reversed=F("amount")),
+                name="payout_reversal_matches_status",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"payout #{self.pk} {self.amount} {self.currency} ({self.status})"
+
+    @classmethod
+    def status_after_reversal(cls, *, amount: int, amount_reversed: int) -> str:
+        return cls.Status.REVERSED if amount_reversed >= amount else cls.Status.PARTIALLY_REVERSED

@@ -1,6 +1,9 @@
 """The events payments emits, in one place so their data stays as the contract says:
 payment.* → payment_id, amount, currency, status (+ previous_status, new_status)."""
 
+from django.core.mail import send_mail
+from django.db import transaction
+
 from payments.models import Payment, Payout
 from realtime.events import emit
 
@@ -39,7 +42,7 @@ def emit_payment(type: str, payment: Payment, **extra) -> None:
     )
 
 
-def emit_payout(type: str, payout: Payout, **extra) -> None:
+def emit_payout(type: str, payout: Payout, *, also_to: list[int] = (), **extra) -> None:
     emit(
         type,
         {
@@ -52,7 +55,7 @@ def emit_payout(type: str, payout: Payout, **extra) -> None:
             **extra,
         },
         aggregate=("payout", payout.pk),
-        audience=[payout.payee_id],
+        audience=[payout.payee_id, *also_to],
         channels=[f"user.{payout.payee_id}.payments", f"milestone.{payout.milestone_id}"],
     )
 
@@ -61,3 +64,15 @@ def operator_ids() -> list[int]:
     from accounts.models import User
 
     return list(User.objects.filter(role=User.Role.OPERATOR).values_list("pk", flat=True))
+
+
+def operators_email(*, operators: list[int], subject: str, message: str) -> None:
+    """E-mail these operators after commit (never inside the transaction; a rollback sends
+    nothing). Operators without an address are skipped."""
+    from accounts.models import User
+
+    emails = list(
+        User.objects.filter(pk__in=operators).exclude(email="").values_list("email", flat=True)
+    )
+    if emails:
+        transaction.on_commit(lambda: send_mail(subject, message, None, emails, fail_silently=True))

@@ -3,7 +3,10 @@ transfer with `transfer_group` per project and `source_transaction` = the fundin
 
 Ledger: on start Dr payable:user:<id> / Cr payout:in_transit ("payout:<payout id>"); when the
 gateway confirms Dr payout:in_transit / Cr gateway ("payout-paid:<id>"); if it definitively
-fails the money is owed again ("payout-failed:<id>")."""
+fails the money is owed again ("payout-failed:<id>"). When the gateway reverses a paid
+transfer, fully or in parts, the reversed money is owed again: Dr gateway / Cr payable per
+step ("payout-reversal:<id>:<cumulative amount reversed>"), status partially_reversed or
+reversed."""
 
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from escrow import ledger
+from escrow.exceptions import IllegalTransition
 from escrow.models import JournalEntry, LedgerAccount, Milestone
 from payments.calls import call_gateway, next_attempt_time
+from payments.exceptions import TransferReversalInvalid
 from payments.gateways import GatewayError, TransferResult, get_gateway
 from payments.locks import payout_for_update
 from payments.models import GatewayAttempt, Payment, Payout
-from payments.services._events import emit_payout
+from payments.services._events import emit_payout, operator_ids, operators_email
 from payments.services.funding import Progress
 
 logger = logging.getLogger(__name__)
@@ -145,36 +150,140 @@ def payout_process(*, payout_id: int) -> Progress | None:
 
 
 def payout_apply(*, payout_id: int, result: TransferResult) -> Progress:
-    """Record a transfer the gateway made (synchronous answer or transfer.created webhook):
-    in transit → paid, payout.paid. Idempotent."""
+    """Record what the gateway says about a payout's transfer: its synchronous answer, a
+    transfer.created/updated/reversed webhook, or reconciliation.
+
+    A pending payout becomes paid (in transit → gateway, payout.paid); then any reversal the
+    transfer carries is applied (`_apply_reversal`), so a transfer.reversed that overtakes the
+    answer to our own call ends in the same state as the calls in order. Idempotent and
+    order-independent: Stripe's `amount_reversed` is cumulative, so an amount at or below the
+    one recorded is stale and changes nothing. Raises TransferReversalInvalid, before any
+    write, when the transfer reverses more than the payout's amount or belongs to another
+    transfer or currency."""
     with transaction.atomic():
         payout = payout_for_update(payout_id=payout_id)
-        if payout.status != Payout.Status.PENDING:
-            return Progress(payout.status)
-        if result.reversed:
-            return _payout_failed(payout.pk, code="transfer_reversed")
-        payout.status = Payout.Status.PAID
-        payout.gateway_transfer_id = result.id
-        payout.paid_at = timezone.now()
-        payout.next_attempt_at = None
-        payout.save(
-            update_fields=[
-                "status",
-                "gateway_transfer_id",
-                "paid_at",
-                "next_attempt_at",
-                "updated_at",
-            ]
-        )
-        ledger.post_payout_paid(
-            payout_reference=str(payout.pk),
-            user_id=payout.payee_id,
-            amount=payout.amount,
-            currency=payout.currency,
-            provider=payout.provider,
-        )
-        emit_payout("payout.paid", payout, transfer_id=result.id)
+        _check_transfer(payout, result)
+        if payout.status == Payout.Status.PENDING:
+            _mark_paid(payout, result)
+        if result.amount_reversed > payout.amount_reversed:
+            if payout.status in Payout.REVERSIBLE:
+                _apply_reversal(payout, result)
+            else:
+                # failed / needs_account: the gateway never paid it, so there is nothing it
+                # could have taken back; an operator looks at the transfer.
+                logger.warning(
+                    "transfer reversal for a payout that was never paid",
+                    extra={"payout_id": payout.pk, "status": payout.status},
+                )
     return Progress(payout.status)
+
+
+def _check_transfer(payout: Payout, result: TransferResult) -> None:
+    """Caller holds the payout's lock. Nothing has been written yet when this raises."""
+    if payout.gateway_transfer_id and result.id and result.id != payout.gateway_transfer_id:
+        raise TransferReversalInvalid(
+            f"Transfer {result.id} is not payout {payout.pk}'s ({payout.gateway_transfer_id})."
+        )
+    if result.currency and result.currency != payout.currency:
+        raise TransferReversalInvalid(
+            f"Transfer {result.id} is in {result.currency}; payout {payout.pk} is in "
+            f"{payout.currency}."
+        )
+    limit = min(payout.amount, result.amount) if result.amount else payout.amount
+    if not 0 <= result.amount_reversed <= limit:
+        raise TransferReversalInvalid(
+            f"Transfer {result.id} reports {result.amount_reversed} reversed; payout "
+            f"{payout.pk} transferred {payout.amount} (gateway amount {result.amount})."
+        )
+
+
+def _mark_paid(payout: Payout, result: TransferResult) -> None:
+    """pending → paid. Caller holds the payout's lock."""
+    payout.status = Payout.Status.PAID
+    payout.gateway_transfer_id = result.id
+    payout.paid_at = timezone.now()
+    payout.next_attempt_at = None
+    payout.save(
+        update_fields=[
+            "status",
+            "gateway_transfer_id",
+            "paid_at",
+            "next_attempt_at",
+            "updated_at",
+        ]
+    )
+    ledger.post_payout_paid(
+        payout_reference=str(payout.pk),
+        user_id=payout.payee_id,
+        amount=payout.amount,
+        currency=payout.currency,
+        provider=payout.provider,
+    )
+    emit_payout("payout.paid", payout, transfer_id=result.id)
+
+
+def reversal_reference(payout_id: int, amount_reversed: int) -> str:
+    """One ledger entry per step of the cumulative reversed amount: it only grows, so each
+    step has its own reference, and a repeated step (a webhook delivered twice, or the same
+    amount seen by reconciliation) is refused by the unique reference even if the payout's
+    own check were bypassed."""
+    return f"{REVERSAL_PREFIX}{payout_id}:{amount_reversed}"
+
+
+REVERSAL_PREFIX = "payout-reversal:"
+
+
+def _apply_reversal(payout: Payout, result: TransferResult) -> None:
+    """The gateway took back (more of) a paid transfer: the money is at the platform again and
+    owed to the contractor. Caller holds the payout's lock and has checked the amount.
+
+    Ledger: Dr gateway:<provider> / Cr payable:user:<id> for the step (new cumulative amount
+    less the recorded one), reference "payout-reversal:<payout id>:<cumulative amount>", kind
+    `adjustment` (the journal has no reversal kind; the reference prefix is what
+    check_ledger reads). Emits payout.reversed to the contractor and operators, and e-mails
+    operators after commit: someone has to decide whether to pay the contractor again."""
+    step = result.amount_reversed - payout.amount_reversed
+    previous = payout.status
+    target = Payout.status_after_reversal(
+        amount=payout.amount, amount_reversed=result.amount_reversed
+    )
+    if target != previous and target not in Payout.TRANSITIONS[previous]:
+        raise IllegalTransition(obj_name=f"Payout {payout.pk}", current=previous, target=target)
+    payout.status = target
+    payout.amount_reversed = result.amount_reversed
+    payout.reversed_at = timezone.now()
+    payout.save(update_fields=["status", "amount_reversed", "reversed_at", "updated_at"])
+    operators = operator_ids()
+    emit_payout(
+        "payout.reversed",
+        payout,
+        also_to=operators,
+        previous_status=previous,
+        amount_reversed=payout.amount_reversed,
+        reversal_amount=step,
+        transfer_id=result.id or payout.gateway_transfer_id,
+    )
+    ledger.post_entry(
+        reference=reversal_reference(payout.pk, payout.amount_reversed),
+        kind=JournalEntry.Kind.ADJUSTMENT,
+        currency=payout.currency,
+        legs=[
+            ledger.debit(ledger.gateway_account(payout.provider, payout.currency), step),
+            ledger.credit(ledger.payable_account(payout.payee_id, payout.currency), step),
+        ],
+        party_id=payout.payee_id,
+        memo=f"transfer {result.id or payout.gateway_transfer_id} reversed",
+    )
+    operators_email(
+        operators=operators,
+        subject=f"Payout {payout.pk} reversed at the gateway",
+        message=(
+            f"The gateway reversed {step} {payout.currency} of transfer "
+            f"{result.id or payout.gateway_transfer_id} (payout {payout.pk}, milestone "
+            f"{payout.milestone_id}); {payout.amount_reversed} of {payout.amount} is now "
+            f"reversed and owed to the contractor (user {payout.payee_id}) again."
+        ),
+    )
 
 
 def _defer(payout_id: int, error: GatewayError) -> Progress:

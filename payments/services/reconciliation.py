@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from escrow.models import JournalEntry
+from payments.exceptions import TransferReversalInvalid
 from payments.gateways import GatewayError, get_gateway
 from payments.locks import payment_for_update
 from payments.models import Discrepancy, Payment, Payout, ReconciliationRun, Refund
@@ -247,19 +248,50 @@ def _check_transfers(run, gateway, provider, since, created_since) -> None:
                 detail=f"gateway {remote.amount}, local {payout.amount}",
             )
             continue
-        if payout.status == Payout.Status.PENDING:
-            payouts.payout_apply(payout_id=payout.pk, result=remote)
+        before = (payout.status, payout.amount_reversed)
+        if before[0] != Payout.Status.PENDING and remote.amount_reversed == before[1]:
+            continue
+        if remote.amount_reversed < before[1]:
+            # We never take a reversal back: someone has to look at both sides.
             _report(
                 run,
-                Kind.STATUS_MISMATCH,
+                Kind.AMOUNT_MISMATCH,
                 "transfer",
                 gateway_id=remote.id,
                 local_id=payout.pk,
-                detail="transferred at the gateway, pending locally",
-                repaired=True,
+                detail=f"gateway reversed {remote.amount_reversed}, local {before[1]}",
             )
+            continue
+        # A missed transfer.created or transfer.reversed: apply it as the webhook would.
+        try:
+            payouts.payout_apply(payout_id=payout.pk, result=remote)
+        except TransferReversalInvalid as exc:
+            _report(
+                run,
+                Kind.AMOUNT_MISMATCH,
+                "transfer",
+                gateway_id=remote.id,
+                local_id=payout.pk,
+                detail=str(exc),
+            )
+            continue
+        payout.refresh_from_db(fields=["status", "amount_reversed"])
+        if remote.amount_reversed > before[1]:
+            detail = f"gateway reversed {remote.amount_reversed}, local {before[1]} ({before[0]})"
+        else:
+            detail = "transferred at the gateway, pending locally"
+        _report(
+            run,
+            Kind.STATUS_MISMATCH,
+            "transfer",
+            gateway_id=remote.id,
+            local_id=payout.pk,
+            detail=detail,
+            repaired=(payout.status, payout.amount_reversed) != before,
+        )
+    transferred = [Payout.Status.PAID, *Payout.REVERSED_STATUSES]
     for payout in Payout.objects.filter(
-        provider=provider, status=Payout.Status.PAID, created_at__gte=since
+        provider=provider, status__in=transferred, created_at__gte=since
     ).exclude(gateway_transfer_id__in=seen):
         _report(
             run,

@@ -8,7 +8,6 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -16,12 +15,17 @@ from escrow import services as escrow_services
 from escrow.exceptions import IllegalTransition
 from payments import enqueue, signatures
 from payments.calls import retry_delay
-from payments.exceptions import PaymentNotFound, UnknownObject, WebhookRejected
+from payments.exceptions import (
+    PaymentNotFound,
+    TransferReversalInvalid,
+    UnknownObject,
+    WebhookRejected,
+)
 from payments.gateways import IntentResult, RefundResult, TransferResult
 from payments.locks import payment_for_update
 from payments.models import Payment, Payout, Refund, WebhookEvent
 from payments.services import funding, payouts, refunds
-from payments.services._events import operator_ids, payment_data
+from payments.services._events import operator_ids, operators_email, payment_data
 from realtime.events import emit
 
 logger = logging.getLogger(__name__)
@@ -157,6 +161,13 @@ def _process_locked(webhook_event_id: int) -> str | None:
         row.processed_at = timezone.now()
         row.next_attempt_at = None
         row.last_error = ""
+    except TransferReversalInvalid as exc:
+        # The handler's own savepoint rolled its writes back. The payload will not change on
+        # a retry, so the event fails at once and shows in the admin for an operator.
+        logger.warning("webhook refused", extra={"webhook_event": webhook_event_id})
+        row.status = WebhookEvent.Status.FAILED
+        row.next_attempt_at = None
+        row.last_error = f"{exc.code}: {exc}"[:255]
     except UnknownObject as exc:
         if row.attempts >= settings.PAYMENTS_WEBHOOK_MAX_ATTEMPTS:
             row.status = WebhookEvent.Status.FAILED
@@ -312,9 +323,21 @@ def _on_transfer(provider: str, obj: dict) -> bool:
         currency=obj.get("currency", ""),
         destination=str(obj.get("destination") or ""),
         reversed=bool(obj.get("reversed")),
+        amount_reversed=_int(obj.get("amount_reversed")),
     )
-    before = payout.status
-    return payouts.payout_apply(payout_id=payout.pk, result=result).status != before
+    before = (payout.status, payout.amount_reversed)
+    payouts.payout_apply(payout_id=payout.pk, result=result)
+    payout.refresh_from_db(fields=["status", "amount_reversed"])
+    return (payout.status, payout.amount_reversed) != before
+
+
+def _int(value) -> int:
+    """An integer field of a gateway object; anything else is a payload we refuse to apply."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TransferReversalInvalid(f"amount_reversed {value!r} is not an integer")
+    return value
 
 
 def _on_dispute_created(provider: str, obj: dict) -> bool:
@@ -338,19 +361,14 @@ def _on_dispute_created(provider: str, obj: dict) -> bool:
         audience=[*operators, *payment.party_ids()],
         channels=[f"payment.{payment.pk}", f"milestone.{payment.milestone_id}"],
     )
-    emails = list(
-        type(payment.payer)
-        .objects.filter(pk__in=operators)
-        .exclude(email="")
-        .values_list("email", flat=True)
-    )
-    if emails:
-        subject = f"Charge dispute on payment {payment.pk}"
-        message = (
+    operators_email(
+        operators=operators,
+        subject=f"Charge dispute on payment {payment.pk}",
+        message=(
             f"The gateway reports dispute {obj.get('id')} ({obj.get('reason', 'unknown')}) on "
             f"payment {payment.pk}; milestone {payment.milestone_id} is frozen."
-        )
-        transaction.on_commit(lambda: send_mail(subject, message, None, emails, fail_silently=True))
+        ),
+    )
     return True
 
 

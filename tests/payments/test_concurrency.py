@@ -167,3 +167,59 @@ def test_concurrent_refunds_never_exceed_the_amount(project, operator):
     payment.refresh_from_db()
     assert payment.amount_refunded == 9_000
     assert payment.status == Payment.Status.PARTIALLY_REFUNDED
+
+
+def test_parallel_reversal_events_in_any_order_post_each_step_once(homeowner, contractor, project):
+    from escrow import ledger
+    from payments.invariants import funding_violations
+    from payments.models import Payout, SandboxObject
+
+    milestone = MilestoneFactory(project=project, amount=50_000)
+    fund(milestone)
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+    sandbox.flush()
+    payout = Payout.objects.get(milestone=milestone)
+    transfer = SandboxObject.objects.get(kind="transfer").data
+    # Three reversal states (cumulative), each delivered under two event ids.
+    deliveries = [
+        event_body(
+            f"evt_rev_{amount}_{copy}",
+            "transfer.reversed",
+            {**transfer, "amount_reversed": amount, "reversed": amount == payout.amount},
+        )
+        for amount in (5_000, 20_000, payout.amount)
+        for copy in (1, 2)
+    ]
+    barrier = threading.Barrier(SENDERS)
+
+    def sender(seed):
+        client = Client()
+        mine = list(deliveries)
+        random.Random(seed).shuffle(mine)
+        barrier.wait()
+        try:
+            return [
+                client.post(
+                    "/webhooks/sandbox/",
+                    data=body,
+                    content_type="application/json",
+                    HTTP_STRIPE_SIGNATURE=signed(body),
+                ).status_code
+                for body in mine
+            ]
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        results = list(pool.map(sender, range(SENDERS)))
+
+    assert all(status == 200 for statuses in results for status in statuses)
+    assert not WebhookEvent.objects.filter(status__in=["received", "parked", "failed"]).exists()
+    payout.refresh_from_db()
+    assert (payout.status, payout.amount_reversed) == ("reversed", payout.amount)
+    steps = JournalEntry.objects.filter(reference__startswith=f"payout-reversal:{payout.pk}:")
+    assert sum(steps.values_list("amount", flat=True)) == payout.amount
+    payable = ledger.payable_account(payout.payee_id, "usd")
+    assert ledger.balance(payable) == payout.amount
+    assert funding_violations() == []

@@ -1,6 +1,7 @@
 """The Stripe adapter against localstripe (started by the tests on 127.0.0.1) and, for
 Connect transfers, which localstripe does not fake, recorded Stripe responses."""
 
+import json
 import time
 from unittest import mock
 
@@ -11,7 +12,8 @@ from escrow.models import JournalEntry, Milestone
 from payments.gateways import stripe as stripe_adapter
 from payments.models import Payment, Payout, WebhookEvent
 from payments.services import payment_process, payout_account_set, reconcile
-from tests.payments.stripe_support import LocalStripe, ProxyHTTPClient
+from payments.signatures import sign
+from tests.payments.stripe_support import RECORDINGS, LocalStripe, ProxyHTTPClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -286,3 +288,115 @@ def test_reconciliation_repairs_a_missed_webhook(homeowner, milestone, localstri
     finding = run.findings.get(kind="status_mismatch", local_id=str(payment.pk))
     assert finding.is_repaired
     assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
+
+
+# --- Transfer reversals: Stripe's transfer.reversed, in the recorded shape -------------------
+
+
+def paid_stripe_payout(homeowner, contractor, milestone) -> Payout:
+    fund(homeowner, milestone)
+    payout_account_set(user=contractor.user, provider="stripe", account_id="acct_1MTfjCQ9PRzxEwkZ")
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+    payout = Payout.objects.get(milestone=milestone)
+    assert payout.status == "paid"
+    return payout
+
+
+def transfer_reversed_event(name: str, payout: Payout, **changes) -> bytes:
+    """A recorded transfer.reversed event; as Stripe echoes them, the transfer carries the
+    metadata, group and source it was created with."""
+    event = json.loads((RECORDINGS / f"{name}.json").read_text())
+    transfer = event["data"]["object"]
+    transfer["metadata"] = {"payout_id": str(payout.pk), "milestone_id": str(payout.milestone_id)}
+    transfer["transfer_group"] = payout.transfer_group
+    transfer["source_transaction"] = payout.payment.gateway_charge_id
+    transfer.update(changes)
+    return json.dumps(event).encode()
+
+
+def deliver_stripe(client, body: bytes):
+    response = client.post(
+        "/webhooks/stripe/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body, WEBHOOK_SECRET),
+    )
+    assert response.status_code == 200, response.content
+    return response
+
+
+def test_stripe_partial_then_full_reversal_through_the_signed_webhook(
+    anonymous, homeowner, contractor, milestone
+):
+    payout = paid_stripe_payout(homeowner, contractor, milestone)
+    assert payout.amount == 47_500  # the recordings' transfer amount
+    partial = transfer_reversed_event("event_transfer_reversed_partial", payout)
+    full = transfer_reversed_event("event_transfer_reversed_full", payout)
+
+    deliver_stripe(anonymous, partial)
+    payout.refresh_from_db()
+    assert (payout.status, payout.amount_reversed) == ("partially_reversed", 10_000)
+
+    deliver_stripe(anonymous, full)
+    deliver_stripe(anonymous, partial)  # a late redelivery of the first
+
+    payout.refresh_from_db()
+    assert (payout.status, payout.amount_reversed) == ("reversed", 47_500)
+    references = set(
+        JournalEntry.objects.filter(reference__startswith="payout-reversal:").values_list(
+            "reference", flat=True
+        )
+    )
+    assert references == {
+        f"payout-reversal:{payout.pk}:10000",
+        f"payout-reversal:{payout.pk}:47500",
+    }
+    assert ledger.balance(ledger.payable_account(contractor.user.pk, "usd")) == 47_500
+    assert list(
+        WebhookEvent.objects.filter(type="transfer.reversed")
+        .order_by("id")
+        .values_list("status", flat=True)
+    ) == ["processed", "processed"]  # the redelivery kept its event id: a duplicate
+    from payments.invariants import funding_violations
+
+    assert funding_violations() == []
+
+
+def test_stripe_reversal_out_of_order_applies_the_cumulative_amount_once(
+    anonymous, homeowner, contractor, milestone
+):
+    payout = paid_stripe_payout(homeowner, contractor, milestone)
+
+    deliver_stripe(anonymous, transfer_reversed_event("event_transfer_reversed_full", payout))
+    deliver_stripe(anonymous, transfer_reversed_event("event_transfer_reversed_partial", payout))
+
+    payout.refresh_from_db()
+    assert (payout.status, payout.amount_reversed) == ("reversed", 47_500)
+    entries = JournalEntry.objects.filter(reference__startswith=f"payout-reversal:{payout.pk}:")
+    assert list(entries.values_list("amount", flat=True)) == [47_500]
+    stale = WebhookEvent.objects.get(payload__id="evt_1QxS9bLkdIwHu7ixYx3Jc2Fh")
+    assert stale.status == "ignored"
+
+
+def test_stripe_reversal_larger_than_the_transfer_is_refused(
+    anonymous, homeowner, contractor, milestone
+):
+    payout = paid_stripe_payout(homeowner, contractor, milestone)
+    entries_before = JournalEntry.objects.count()
+    body = transfer_reversed_event("event_transfer_reversed_full", payout, amount_reversed=47_501)
+
+    deliver_stripe(anonymous, body)
+
+    assert WebhookEvent.objects.get(type="transfer.reversed").status == "failed"
+    payout.refresh_from_db()
+    assert (payout.status, payout.amount_reversed) == ("paid", 0)
+    assert JournalEntry.objects.count() == entries_before
+
+
+def test_the_adapter_reads_amount_reversed_from_a_transfer(proxy):
+    body = json.loads((RECORDINGS / "event_transfer_reversed_partial.json").read_text())
+
+    result = stripe_adapter._transfer(body["data"]["object"])
+
+    assert (result.amount, result.amount_reversed, result.reversed) == (47_500, 10_000, False)

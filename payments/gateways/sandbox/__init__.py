@@ -14,6 +14,10 @@ It accepts Stripe's test payment-method names and behaves like Stripe does for t
 | pm_card_serverError | the first call per idempotency key fails with a 500 and does nothing |
 | pm_card_serverErrorAlways | every call fails with a 503 |
 
+Operator-side simulations: `open_dispute(payment_id=...)` (charge.dispute.created) and
+`reverse_transfer(transfer_id=..., amount=None)` (a full or partial Connect transfer reversal;
+transfer.reversed with the cumulative `amount_reversed`).
+
 Its records live in `payments.SandboxObject` so every process (web, worker) sees one gateway;
 idempotency keys are unique there, so a repeated call returns the first result.
 

@@ -346,6 +346,8 @@ class SandboxGateway(Gateway):
                 "destination": destination,
                 "source_transaction": source_transaction,
                 "transfer_group": transfer_group,
+                "amount_reversed": 0,
+                "reversals": {"object": "list", "data": [], "has_more": False, "total_count": 0},
                 "reversed": False,
                 "metadata": dict(metadata),
                 "created": int(time.time()),
@@ -358,6 +360,42 @@ class SandboxGateway(Gateway):
         if fault == "timeout":
             raise GatewayTimeout("sandbox: timed out", code="timeout")
         return _transfer_result(existing.data)
+
+    def reverse_transfer(self, *, transfer_id: str, amount: int | None = None) -> dict:
+        """Simulate the platform (or Stripe, for a dispute on the source charge) taking back
+        `amount` of a transfer (default: all that is left), as Stripe's POST
+        /v1/transfers/<id>/reversals does; sends transfer.reversed with the updated transfer,
+        for a partial reversal too. More than what is left is refused (400) and changes
+        nothing."""
+        with transaction.atomic():
+            obj = self._get(transfer_id, "transfer")
+            data = obj.data
+            left = data["amount"] - int(data.get("amount_reversed") or 0)
+            amount = left if amount is None else amount
+            if not 0 < amount <= left:
+                raise InvalidRequest(
+                    f"Reversal amount ({amount}) must be between 1 and what is left ({left}).",
+                    code="amount_too_large" if amount > left else "parameter_invalid_integer",
+                )
+            reversal = {
+                "id": _new_id("trr"),
+                "object": "transfer_reversal",
+                "amount": amount,
+                "currency": data["currency"],
+                "transfer": data["id"],
+                "metadata": {},
+                "created": int(time.time()),
+            }
+            reversals = data.setdefault(
+                "reversals", {"object": "list", "data": [], "has_more": False, "total_count": 0}
+            )
+            reversals["data"].append(reversal)
+            reversals["total_count"] = len(reversals["data"])
+            data["amount_reversed"] = data["amount"] - left + amount
+            data["reversed"] = data["amount_reversed"] == data["amount"]
+            self._save(obj)
+        self._event("transfer.reversed", _public(data))
+        return reversal
 
     def open_dispute(self, *, payment_id: str, reason: str = "fraudulent") -> dict:
         """Simulate the cardholder disputing the charge (sends charge.dispute.created)."""
@@ -422,5 +460,6 @@ def _transfer_result(data: dict) -> TransferResult:
         transfer_group=data.get("transfer_group") or "",
         source_transaction=data.get("source_transaction") or "",
         reversed=bool(data.get("reversed")),
+        amount_reversed=int(data.get("amount_reversed") or 0),
         metadata=data.get("metadata", {}),
     )
