@@ -14,11 +14,11 @@ a timeout so nothing outlives the run.
 
 Each client is its own user with an API key and connects with `?token=`; it stays subscribed to
 its default `user.<id>.payments` and also subscribes to `user.<id>.milestones`. Publishers commit
-events through `realtime.events.emit` (the production path: advisory lock, rows, publish after
-commit) on `user.<a>.payments` and `user.<b>.payments` for two random users. A client that is
+events through `realtime.events.emit` (the production path: the row in the transaction, then
+on commit the sequencer's numbering, index rows and publish) on `user.<a>.payments` and `user.<b>.payments` for two random users. A client that is
 dropped reconnects with `last_event_id`; what it gets back by replay counts as delivered, so
-"lost" means never delivered at all. Latency is the time from the commit returning in the
-publisher to the message arriving in the client process (same machine, same clock).
+"lost" means never delivered at all. Latency is the time from the commit in the publisher
+(before sequencing) to the message arriving in the client process (same machine, same clock).
 """
 
 import argparse
@@ -179,7 +179,9 @@ def publish(user_ids, rate: float, seconds: float, out: str, seed: int):
                     audience=[first, second],
                     channels=[f"user.{first}.payments", f"user.{second}.payments"],
                 )
-            commits[event.pk] = (committed["at"], (first, second))
+            # Its position (the id clients see) was assigned by the sequencer on commit.
+            event.refresh_from_db(fields=["position"])
+            commits[event.position] = (committed["at"], (first, second))
             number += 1
     finally:
         connection.close()

@@ -184,9 +184,8 @@ def post_entry(
                     for value in (entry.pk, account.pk, amount, currency)
                 ],
             )
-            # Only now, right before the first account row is locked: the lock is held to
-            # commit and serialises every posting, so the shorter the better.
-            _lock_event_order()
+            # Accounts in ascending id order, the one order every posting takes them in, so
+            # two postings sharing accounts wait for each other instead of deadlocking.
             for account_id in sorted(per_account):
                 delta = per_account[account_id] * accounts[account_id].normal_sign
                 if delta:
@@ -203,24 +202,6 @@ def post_entry(
     entry._state.adding = False
     entry._state.db = connection.alias
     return Posted(entry=entry, created=True)
-
-
-def _lock_event_order() -> None:
-    """Take realtime's event-order lock (held to commit) before any account row.
-
-    Every service emits an event before it posts (the transition comes first), so it holds
-    that lock when it reaches the accounts; a caller that posted first and emitted afterwards
-    (a payout) would hold an account row while waiting for the lock, and the two deadlock.
-    Taking it here makes the order the same for every caller: event lock → accounts by id.
-    The entry and its postings are inserted before it, so two transactions posting the SAME
-    reference at once without holding the business object's lock (never the case in the
-    services) could deadlock on the reference's unique index; PostgreSQL then aborts one.
-    """
-    if connection.vendor == "postgresql":
-        from realtime.events import _EVENT_ORDER_LOCK
-
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_ORDER_LOCK])
 
 
 def _validate(*, currency: str, legs: list[tuple[LedgerAccount, int]]) -> None:

@@ -102,7 +102,7 @@ class PaymentAdmin(ReadOnlyMixin, admin.ModelAdmin):
         events = event_list_for_aggregate(aggregate_type="payment", aggregate_id=payment.pk)
         return (
             "\n".join(
-                f"{event.created_at:%Y-%m-%d %H:%M:%S} #{event.pk} {event.type} "
+                f"{event.created_at:%Y-%m-%d %H:%M:%S} #{event.position} {event.type} "
                 f"{event.data.get('status', '')}"
                 for event in events
             )

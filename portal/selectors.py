@@ -17,9 +17,11 @@ def _events_visible_to(user):
 
 def recent_events_for_user(*, user, limit: int = 15) -> list[Event]:
     """The newest events the user may see, newest first (operators see all)."""
-    return list(_events_visible_to(user).order_by("-id")[:limit])
+    return list(
+        _events_visible_to(user).filter(position__isnull=False).order_by("-position")[:limit]
+    )
 
 
 def last_event_id_for_user(*, user) -> int:
     """The newest event id the user may see: the page's state includes everything up to it."""
-    return _events_visible_to(user).aggregate(last=Max("id"))["last"] or 0
+    return _events_visible_to(user).aggregate(last=Max("position"))["last"] or 0

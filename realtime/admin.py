@@ -8,6 +8,7 @@ class EventAdmin(admin.ModelAdmin):
     """The event store is append-only: operators read it here, nobody edits it."""
 
     list_display = [
+        "position",
         "id",
         "type",
         "aggregate_type",
@@ -18,7 +19,8 @@ class EventAdmin(admin.ModelAdmin):
         "dispatched_at",
     ]
     list_filter = ["type", "aggregate_type"]
-    search_fields = ["=id", "aggregate_id", "type"]
+    search_fields = ["=position", "aggregate_id", "type"]
+    ordering = ["-id"]
     readonly_fields = [field.name for field in Event._meta.fields]
 
     def has_add_permission(self, request):

@@ -50,7 +50,7 @@ class EventListView(APIView):
         next_url = None
         if len(events) > limit:
             events = events[:limit]
-            params = urlencode({"after": events[-1].pk, "limit": limit})
+            params = urlencode({"after": events[-1].position, "limit": limit})
             next_url = request.build_absolute_uri(f"{request.path}?{params}")
         return Response({"results": EventSerializer(events, many=True).data, "next": next_url})
 

@@ -145,8 +145,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
             return
         for channel in refused:
             self._queue({"type": "error", "code": "forbidden", "channel": channel})
-        # Join the groups before reading the store: an event that commits after the read is
-        # then certain to arrive live (events commit in id order), so there is no gap.
+        # Join the groups before reading the store: an event sequenced after the read is
+        # then certain to arrive live (positions are published in order), so there is no gap.
         await self._add(allowed)
         self._queue({"type": "subscribed", "channels": allowed})
         if last_event_id is not None and allowed:
@@ -227,7 +227,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
                     await self._send_event_waiting(event.as_message(), channel)
                 if len(events) < REPLAY_BATCH:
                     break
-                cursor = events[-1].pk
+                cursor = events[-1].position
             while self.replays_running == 1 and self.held:
                 held, self.held = self.held, []
                 for _, channel, event in sorted(held, key=lambda item: item[0]):

@@ -1,5 +1,5 @@
-"""Publishing committed events: to the channel layer (WebSocket groups) at once, then, in a
-Celery task, to notifications and outgoing webhooks.
+"""Publishing sequenced events (realtime.sequencer): to the channel layer (WebSocket groups)
+at once, then, in a Celery task, to notifications and outgoing webhooks.
 
 Publishing twice is harmless: each connection drops ids it has already sent, notifications are
 unique per (user, key) and webhook deliveries per (endpoint, event); webhook receivers dedupe
@@ -27,36 +27,53 @@ def group_message(event: Event, channel: str) -> dict:
     return {"type": "event.message", "channel": channel, "event": event.as_message()}
 
 
-def publish_events(events: list[Event] | list[int], *, dispatch: bool = True) -> int:
-    """Send committed events to their channel groups, then queue the dispatch task, which
-    marks them published and derives their notifications and webhook deliveries. Runs
-    outside any transaction (after commit, or in the sweep). Accepts events or their ids.
+def publish_to_layer(events: list[Event]) -> None:
+    """Send sequenced events to their channel groups, in the order given (position order).
 
-    Raises what the channel layer or the broker raises; the event stays unpublished then
-    and the sweep publishes it again (a second publish is harmless)."""
-    if events and not isinstance(events[0], Event):
-        events = list(Event.objects.filter(pk__in=events).order_by("id"))
-    if not events:
-        return 0
+    Raises what the channel layer raises; the events stay unpublished then and the sweep
+    publishes them again (a second publish is harmless)."""
     layer = get_channel_layer()
-    if layer is not None:
+    if layer is not None and events:
         _run_on_layer(layer, events)
-    ids = [event.pk for event in events]
-    if dispatch:
-        from realtime.tasks import events_dispatch_task
 
+
+def queue_dispatch(positions: list[int], *, dispatch: bool = True) -> None:
+    """Queue the dispatch task, which marks the events published and derives their
+    notifications and webhook deliveries (or only mark them, with `dispatch=False`).
+    A broker failure is logged: the dispatch sweep derives them later."""
+    if not dispatch:
+        events_mark_published(event_ids=positions)
+        return
+    from realtime.tasks import events_dispatch_task
+
+    try:
         # Marking them published is the task's first step: one write fewer on the
         # committing request's path.
-        events_dispatch_task.delay(ids)
-    else:
-        events_mark_published(event_ids=ids)
+        events_dispatch_task.delay(positions)
+    except Exception:
+        logger.exception(
+            "event dispatch enqueue failed; the sweep publishes them again",
+            extra={"positions": [positions[0], positions[-1]]},
+        )
+
+
+def publish_events(positions: list[int], *, dispatch: bool = True) -> int:
+    """Publish already sequenced events again (the sweep): channel layer, then dispatch.
+    Runs outside any transaction. Raises what the channel layer raises."""
+    events = list(
+        Event.objects.filter(position__in=positions, position__isnull=False).order_by("position")
+    )
+    if not events:
+        return 0
+    publish_to_layer(events)
+    queue_dispatch([event.position for event in events], dispatch=dispatch)
     return len(events)
 
 
 def events_mark_published(*, event_ids: list[int]) -> None:
     with transaction.atomic():
         bookkeeping_commit_is_asynchronous()
-        Event.objects.filter(pk__in=event_ids, published_at__isnull=True).update(
+        Event.objects.filter(position__in=event_ids, published_at__isnull=True).update(
             published_at=timezone.now()
         )
 
@@ -123,11 +140,18 @@ _publisher = _PublisherLoop()
 
 
 def publish_unpublished(*, older_than: timedelta = timedelta(seconds=60), batch_size: int = 500):
-    """The sweep: publish what a crash between commit and publish left behind."""
+    """The sweep for a crash between commit and publish: sequence (and so publish) committed
+    events that never got a position, then publish again sequenced events whose publication
+    was not recorded after a while. Returns how many events it published."""
+    from realtime.sequencer import events_sequence_and_publish
+
+    count = len(events_sequence_and_publish())
     cutoff = timezone.now() - older_than
-    ids = list(
-        Event.objects.filter(published_at__isnull=True, created_at__lt=cutoff)
-        .order_by("id")
-        .values_list("id", flat=True)[:batch_size]
+    positions = list(
+        Event.objects.filter(
+            published_at__isnull=True, position__isnull=False, created_at__lt=cutoff
+        )
+        .order_by("position")
+        .values_list("position", flat=True)[:batch_size]
     )
-    return publish_events(ids) if ids else 0
+    return count + (publish_events(positions) if positions else 0)

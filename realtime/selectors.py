@@ -19,7 +19,7 @@ from realtime.models import (
 
 
 def replay_horizon() -> int:
-    """Events with an id up to this may be missing from replays (their index was pruned)."""
+    """Events with a position up to this may be missing from replays (their index was pruned)."""
     horizon = ReplayHorizon.objects.filter(pk=1).values_list("pruned_through_id", flat=True)
     return horizon.first() or 0
 
@@ -32,7 +32,8 @@ def resume_is_possible(*, after: int) -> bool:
 def event_list_for_user(
     *, user, after: int = 0, limit: int = 100, check_horizon: bool = False
 ) -> list[Event]:
-    """Events the user may see with id > after, oldest first (operators see all).
+    """Events the user may see with a position (public id) > after, oldest first
+    (operators see all). Unsequenced events have no position yet and are not listed.
 
     With `check_horizon`, raises ResyncRequired when `after` is below the retained window."""
     if check_horizon and not resume_is_possible(after=after):
@@ -40,32 +41,34 @@ def event_list_for_user(
             f"Events after {after} are no longer all retained; reload the current state and "
             f"continue after the newest event id."
         )
-    events = Event.objects.filter(pk__gt=after)
+    events = Event.objects.filter(position__gt=after)
     if not user.is_staff:
         events = events.filter(recipients__user=user)
-    return list(events.order_by("id")[:limit])
+    return list(events.order_by("position")[:limit])
 
 
 def event_list_for_aggregate(*, aggregate_type: str, aggregate_id, after: int = 0) -> list[Event]:
-    """Events of one aggregate, oldest first. The caller has checked visibility."""
+    """Sequenced events of one aggregate, oldest first. The caller has checked visibility."""
     return list(
         Event.objects.filter(
-            aggregate_type=aggregate_type, aggregate_id=str(aggregate_id), pk__gt=after
-        ).order_by("id")
+            aggregate_type=aggregate_type, aggregate_id=str(aggregate_id), position__gt=after
+        ).order_by("position")
     )
 
 
 def event_list_for_channels(*, channels: list[str], after: int, limit: int = 500) -> list[Event]:
-    """Replay: events carried on any of `channels` with id > after, each once, in id order.
+    """Replay: events carried on any of `channels` with position > after, each once, in
+    position order.
 
-    The caller has authorized the channels. Events commit in id order (see realtime.events),
-    so this read plus the live events that follow it leave no gap."""
+    The caller has authorized the channels. Positions become visible in order and are
+    published in order (realtime.sequencer), so this read plus the live events that follow
+    it leave no gap."""
     if not channels:
         return []
     return list(
-        Event.objects.filter(pk__gt=after, channel_rows__channel__in=list(channels))
+        Event.objects.filter(position__gt=after, channel_rows__channel__in=list(channels))
         .distinct()
-        .order_by("id")[:limit]
+        .order_by("position")[:limit]
     )
 
 

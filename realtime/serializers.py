@@ -4,7 +4,7 @@ from realtime.models import Notification, WebhookAttempt, WebhookDelivery, Webho
 
 
 class EventSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.IntegerField(source="position")
     type = serializers.CharField()
     channels = serializers.ListField(child=serializers.CharField())
     data = serializers.JSONField()

@@ -4,9 +4,10 @@ The in-memory channel layer reaches only the consumers of the process that publi
 `make serve` and no REDIS_URL there are several Daphne processes, and an action handled by one
 must still reach clients connected to another. So, when the layer is the in-memory one, each
 process tails the event store while it has connections: every REALTIME_TAIL_SECONDS it reads
-events with a larger id than it has seen and sends them to its own groups. Events commit in id
-order, so an id-ordered read never skips one; consumers drop the copy of an event they already
-got from their own process. With Redis this is off: the pub/sub layer spans processes."""
+events with a larger position than it has seen and sends them to its own groups. Positions
+become visible in order (realtime.sequencer), so a position-ordered read never skips one;
+consumers drop the copy of an event they already got from their own process. With Redis this
+is off: the pub/sub layer spans processes."""
 
 import asyncio
 import logging
@@ -22,13 +23,19 @@ BATCH = 500
 def _latest_id() -> int:
     from realtime.models import Event
 
-    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    return (
+        Event.objects.filter(position__isnull=False)
+        .order_by("-position")
+        .values_list("position", flat=True)
+        .first()
+        or 0
+    )
 
 
 def _events_after(after: int):
     from realtime.models import Event
 
-    return list(Event.objects.filter(pk__gt=after).order_by("id")[:BATCH])
+    return list(Event.objects.filter(position__gt=after).order_by("position")[:BATCH])
 
 
 class EventTailer:
@@ -65,7 +72,7 @@ class EventTailer:
                 for channel in event.channels:
                     await layer.group_send(channel, group_message(event, channel))
             if events:
-                cursor = events[-1].pk
+                cursor = events[-1].position
 
 
 tailer = EventTailer()

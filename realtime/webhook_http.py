@@ -50,7 +50,7 @@ def signed_headers(*, secrets_: list[str], message_id: str, timestamp: int, body
 def payload(event) -> bytes:
     return json.dumps(
         {
-            "id": event.pk,
+            "id": event.position,
             "type": event.type,
             "timestamp": event.timestamp,
             "resource": {"type": event.aggregate_type, "id": event.aggregate_id},
@@ -63,7 +63,7 @@ def payload(event) -> bytes:
 
 
 def message_id(event) -> str:
-    return f"evt_{event.pk}"
+    return f"evt_{event.position}"
 
 
 def target_check(url: str, *, allow_private: bool, must_resolve: bool = True) -> None:

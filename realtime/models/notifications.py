@@ -24,7 +24,12 @@ class Notification(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
     )
     event = models.ForeignKey(
-        "realtime.Event", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "realtime.Event",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        to_field="position",
     )
     # Dedupe key for notifications without an event (e.g. "webhook_endpoint:12:disabled").
     key = models.CharField(max_length=100)

@@ -52,7 +52,9 @@ class WebhookDelivery(models.Model):
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
     )
-    event = models.ForeignKey("realtime.Event", on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(
+        "realtime.Event", on_delete=models.CASCADE, related_name="+", to_field="position"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -13,14 +13,17 @@ from realtime.services.webhooks import webhook_deliveries_create_for_event
 
 def events_dispatch(*, event_ids: list[int]) -> int:
     """Mark the events published (they were, just before this was queued), then create each
-    one's notifications and webhook deliveries, once, in id order.
+    one's notifications and webhook deliveries, once, in order. `event_ids` are public event
+    ids (positions).
 
     Idempotent: events already dispatched are skipped and the derived rows are unique, so a
     second run (a re-published event, the sweep racing the task) adds nothing. Each event is
     its own transaction so a bad one cannot hold back the rest."""
     events_mark_published(event_ids=event_ids)
     done = 0
-    events = Event.objects.filter(pk__in=event_ids, dispatched_at__isnull=True).order_by("id")
+    events = Event.objects.filter(position__in=event_ids, dispatched_at__isnull=True).order_by(
+        "position"
+    )
     for event in events:
         with transaction.atomic():
             # Safe to lose in a crash: nothing is marked dispatched then, and the sweep
@@ -44,7 +47,7 @@ def events_dispatch_undispatched(
         Event.objects.filter(
             dispatched_at__isnull=True, published_at__isnull=False, created_at__lt=cutoff
         )
-        .order_by("id")
-        .values_list("id", flat=True)[:batch_size]
+        .order_by("position")
+        .values_list("position", flat=True)[:batch_size]
     )
     return events_dispatch(event_ids=ids) if ids else 0

@@ -87,7 +87,7 @@ def notifications_create_for_event(*, event: Event) -> list[Notification]:
         notification = notification_create(
             user_id=user_id,
             kind=rule.kind,
-            key=f"event:{event.pk}:{rule.kind}",
+            key=f"event:{event.position}:{rule.kind}",
             title=rule.title,
             body=body,
             url=url,

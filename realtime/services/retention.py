@@ -17,15 +17,23 @@ def events_prune_replay_index(*, batch_size: int = 5000, max_batches: int = 20) 
     delete index rows at or below it in bounded batches (the rest on the next run).
 
     The horizon moves first, so a concurrent resume from below it is told to resync rather
-    than reading a half-deleted range. Never passes an unpublished event."""
+    than reading a half-deleted range. Never passes an unpublished event, nor one inside the
+    window (an event written long ago but sequenced late has a high position)."""
     cutoff = timezone.now() - settings.REALTIME_REPLAY_RETENTION
-    upto = Event.objects.filter(created_at__lt=cutoff).order_by("-id").values_list("id", flat=True)
-    upto = upto.first()
-    oldest_unpublished = (
-        Event.objects.filter(published_at__isnull=True).order_by("id").values_list("id", flat=True)
-    ).first()
-    if oldest_unpublished is not None and upto is not None:
-        upto = min(upto, oldest_unpublished - 1)
+    sequenced = Event.objects.filter(position__isnull=False)
+    positions = sequenced.order_by("position").values_list("position", flat=True)
+    upto = (
+        sequenced.filter(created_at__lt=cutoff)
+        .order_by("-position")
+        .values_list("position", flat=True)
+        .first()
+    )
+    for first_kept in (
+        positions.filter(created_at__gte=cutoff).first(),
+        positions.filter(published_at__isnull=True).first(),
+    ):
+        if first_kept is not None and upto is not None:
+            upto = min(upto, first_kept - 1)
     with transaction.atomic():
         horizon, _ = ReplayHorizon.objects.select_for_update().get_or_create(pk=1)
         if upto is not None and upto > horizon.pruned_through_id:

@@ -399,8 +399,10 @@ def test_parallel_releases_and_postings_into_shared_accounts_do_not_deadlock():
 
 def test_posting_before_emitting_does_not_deadlock_with_releases():
     """A payout posts first and emits after; a release emits first (its transition) and posts
-    after. Both meet on the contractor's payable and on realtime's event-order lock, which
-    used to deadlock; post_entry now takes the event-order lock before any account row."""
+    after. Both meet on the contractor's payable. With the old global event-order lock (held
+    from the first emit to commit) the two orders deadlocked; emit now takes no lock (events
+    are numbered after commit by realtime's sequencer), so only the account rows are shared,
+    and those are always locked in ascending id order."""
     contractor = ContractorFactory()
     milestones = [
         submitted(MilestoneFactory(project__contractor=contractor, amount=20_000 + i))

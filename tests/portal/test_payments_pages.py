@@ -8,6 +8,7 @@ from escrow.models import Milestone
 from payments import services as payment_services
 from payments.gateways import sandbox
 from payments.models import Payment, PaymentMethod
+from realtime.sequencer import events_sequence_and_publish
 from tests.escrow.factories import MilestoneFactory
 from tests.factories import ContractorFactory, HomeownerFactory, OperatorFactory
 from tests.portal.test_views import browser_for, csrf_post
@@ -90,8 +91,11 @@ def test_fund_with_a_saved_card_starts_a_payment(milestone):
         client,
         f"/milestones/{milestone.pk}/fund",
         {"confirm": "yes", "payment_method": method.pk},
-        follow=True,
     )
+    # On a real commit the sequencer numbers the transaction's events before the redirect is
+    # followed; the test's wrapping transaction never commits, so run that step here.
+    events_sequence_and_publish()
+    response = client.get(response["Location"])
     payment = Payment.objects.get(milestone=milestone)
     assert payment.amount == 480_000 and payment.payer == homeowner
     milestone.refresh_from_db()

@@ -99,7 +99,8 @@ async def subscribe(communicator, channels, last_event_id=None) -> dict:
 
 
 def emit_committed(type="payment.status_updated", data=None, *, channels, audience, aggregate=None):
-    """Emit in its own transaction; publishing runs on commit, as in production."""
+    """Emit in its own transaction; sequencing and publishing run on commit, as in
+    production. Returns the event as stored after that, with its position (public id)."""
     with transaction.atomic():
         event = emit(
             type,
@@ -108,6 +109,7 @@ def emit_committed(type="payment.status_updated", data=None, *, channels, audien
             audience=audience,
             channels=channels,
         )
+    event.refresh_from_db()
     return event
 
 

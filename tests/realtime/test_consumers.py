@@ -85,7 +85,7 @@ async def test_session_connection_needs_an_allowed_origin():
     communicator = await connect(headers=[cookie, ORIGIN])
 
     event = await aemit(channels=[f"user.{user.pk}.payments"], audience=[user])
-    assert (await events_received(communicator, 1))[0]["id"] == event.pk
+    assert (await events_received(communicator, 1))[0]["id"] == event.position
     await communicator.disconnect()
 
 
@@ -103,7 +103,7 @@ async def test_token_client_without_origin_gets_its_payments_channel_by_default(
     message = (await events_received(communicator, 1))[0]
     assert message == {
         "type": "payment.completed",
-        "id": event.pk,
+        "id": event.position,
         "channel": f"user.{user.pk}.payments",
         "data": {"payment_id": 7, "amount": 500, "currency": "usd", "status": "completed"},
         "timestamp": event.timestamp,
@@ -158,7 +158,7 @@ async def test_forbidden_channels_get_an_error_each_and_never_data():
     )
     await aemit(channels=[f"user.{other.pk}.payments"], audience=[other])
     marker = await aemit(channels=[f"user.{stranger.pk}.milestones"], audience=[stranger])
-    assert [m["id"] for m in await events_received(communicator, 1)] == [marker.pk]
+    assert [m["id"] for m in await events_received(communicator, 1)] == [marker.position]
     await communicator.disconnect()
 
 
@@ -180,11 +180,11 @@ async def test_both_parties_see_each_others_project_events_live():
     seen_by_homeowner = (await events_received(homeowner, 1))[0]
     seen_by_contractor = (await events_received(contractor, 1))[0]
     assert (seen_by_homeowner["id"], seen_by_homeowner["channel"]) == (
-        event.pk,
+        event.position,
         f"project.{project.pk}",
     )
     assert (seen_by_contractor["id"], seen_by_contractor["channel"]) == (
-        event.pk,
+        event.position,
         f"milestone.{milestone.pk}",
     )
     await homeowner.disconnect()
@@ -223,7 +223,7 @@ async def test_an_event_on_several_subscribed_channels_arrives_once():
 
     received = await events_received(communicator, 2)
 
-    assert [m["id"] for m in received] == [first.pk, second.pk]
+    assert [m["id"] for m in received] == [first.position, second.position]
     await communicator.disconnect()
 
 
@@ -240,7 +240,7 @@ async def test_unsubscribe_stops_delivery():
     marker = await aemit(channels=[f"user.{user.pk}.payments"], audience=[user])
 
     assert reply == {"type": "unsubscribed", "channels": [f"user.{user.pk}.milestones"]}
-    assert [m["id"] for m in await events_received(communicator, 1)] == [marker.pk]
+    assert [m["id"] for m in await events_received(communicator, 1)] == [marker.position]
     await communicator.disconnect()
 
 
@@ -265,10 +265,10 @@ async def test_resume_after_a_disconnect_sends_exactly_the_missed_events_in_orde
     live = await aemit(channels=[channel], audience=audience)
     after = await events_received(communicator, 1)
 
-    assert last_seen_id == seen.pk
+    assert last_seen_id == seen.position
     assert reply == {"type": "subscribed", "channels": [channel]}
-    assert [m["id"] for m in replayed] == [event.pk for event in missed]
-    assert [m["id"] for m in after] == [live.pk]
+    assert [m["id"] for m in replayed] == [event.position for event in missed]
+    assert [m["id"] for m in after] == [live.position]
     await communicator.disconnect()
 
 
@@ -291,11 +291,15 @@ async def test_resume_seam_has_no_gap_and_no_duplicate(monkeypatch):
 
     monkeypatch.setattr(selectors, "event_list_for_channels", read_with_concurrent_commits)
     communicator = await connect(key=key)
-    await subscribe(communicator, [channel], last_event_id=before.pk - 1)
+    await subscribe(communicator, [channel], last_event_id=before.position - 1)
 
     received = await events_received(communicator, 3)
 
-    assert [m["id"] for m in received] == [before.pk, emitted[0].pk, emitted[1].pk]
+    assert [m["id"] for m in received] == [
+        before.position,
+        emitted[0].position,
+        emitted[1].position,
+    ]
     assert await nothing_more(communicator)
     await communicator.disconnect()
 
@@ -308,19 +312,19 @@ async def test_resume_from_before_the_retained_window_gets_resync_required():
     user, key = await make_user()
     channel = f"user.{user.pk}.milestones"
     events = [await aemit(channels=[channel], audience=[user]) for _ in range(3)]
-    await database_sync_to_async(ReplayHorizon.objects.create)(pruned_through_id=events[1].pk)
+    await database_sync_to_async(ReplayHorizon.objects.create)(pruned_through_id=events[1].position)
     communicator = await connect(key=key)
 
-    await subscribe(communicator, [channel], last_event_id=events[0].pk)
+    await subscribe(communicator, [channel], last_event_id=events[0].position)
     message = await receive(communicator)
     live = await aemit(channels=[channel], audience=[user])
 
     assert message == {
         "type": "resync_required",
         "channels": [channel],
-        "last_event_id": events[0].pk,
+        "last_event_id": events[0].position,
     }
-    assert [m["id"] for m in await events_received(communicator, 1)] == [live.pk]
+    assert [m["id"] for m in await events_received(communicator, 1)] == [live.position]
     await communicator.disconnect()
 
 
@@ -377,7 +381,7 @@ async def test_a_client_that_does_not_read_is_closed_with_4008_and_others_keep_r
     events = [await aemit(channels=[channel], audience=[user]) for _ in range(12)]
 
     received = await events_received(fast, 12)
-    assert [m["id"] for m in received] == [event.pk for event in events]
+    assert [m["id"] for m in received] == [event.position for event in events]
     output = await slow.receive_output(timeout=3)
     while output["type"] != "websocket.close":
         output = await slow.receive_output(timeout=3)
@@ -422,10 +426,13 @@ async def test_publishing_an_event_twice_delivers_it_once():
     communicator = await connect(key=key)
     event = await aemit(channels=[f"user.{user.pk}.payments"], audience=[user])
 
-    await database_sync_to_async(publish_events)([event.pk])
+    await database_sync_to_async(publish_events)([event.position])
     marker = await aemit(channels=[f"user.{user.pk}.payments"], audience=[user])
 
-    assert [m["id"] for m in await events_received(communicator, 2)] == [event.pk, marker.pk]
+    assert [m["id"] for m in await events_received(communicator, 2)] == [
+        event.position,
+        marker.position,
+    ]
     await communicator.disconnect()
 
 
@@ -441,6 +448,8 @@ def emit_with_hook_between(user):
         second = emit(
             "milestone.released", {}, aggregate=("m", 1), audience=[user], channels=[channel]
         )
+    first.refresh_from_db()
+    second.refresh_from_db()
     return first, second
 
 
@@ -451,7 +460,7 @@ async def test_a_transactions_events_are_published_before_work_it_scheduled_afte
     first, second = await database_sync_to_async(emit_with_hook_between)(user)
     received = await events_received(communicator, 3)
 
-    assert [m["id"] for m in received] == [first.pk, second.pk, second.pk + 1]
+    assert [m["id"] for m in received] == [first.position, second.position, second.position + 1]
     await communicator.disconnect()
 
 
@@ -465,6 +474,7 @@ def emit_with_rolled_back_savepoint(user):
                 raise ValueError("roll this part back")
         except ValueError:
             pass
+    kept.refresh_from_db()
     return kept
 
 
@@ -476,6 +486,6 @@ async def test_an_event_rolled_back_with_its_savepoint_is_never_published():
     marker = await aemit(channels=[f"user.{user.pk}.payments"], audience=[user])
     received = await events_received(communicator, 2)
 
-    assert [m["id"] for m in received] == [kept.pk, marker.pk]
+    assert [m["id"] for m in received] == [kept.position, marker.position]
     assert [m["type"] for m in received] == ["payment.started", "payment.status_updated"]
     await communicator.disconnect()

@@ -1,5 +1,6 @@
-"""The event store: per-aggregate sequence, commit order, the feed API with its retained
-window, pruning, and the sweeps for a crash between commit and publish/dispatch."""
+"""The event store: per-aggregate sequence, positions in visibility order (the sequencer), the
+feed API with its retained window, pruning, and the sweeps for a crash between commit and
+publish/dispatch."""
 
 import threading
 from datetime import timedelta
@@ -12,6 +13,7 @@ from django.utils import timezone
 from realtime.events import emit
 from realtime.models import Event, EventChannel, EventRecipient, ReplayHorizon
 from realtime.publishing import publish_unpublished
+from realtime.sequencer import events_sequence_and_publish
 from realtime.services.dispatch import events_dispatch_undispatched
 from realtime.services.retention import events_prune_replay_index
 from tests.conftest import requires_postgres
@@ -20,11 +22,27 @@ pytestmark = pytest.mark.django_db
 
 
 def emit_in_transaction(user, aggregate=("payment", 1), type="payment.status_updated"):
+    """Emit and commit (the on-commit sequencer runs, as in production); the stored event."""
+    with TestCase.captureOnCommitCallbacks(execute=True), transaction.atomic():
+        event = emit(
+            type,
+            {"x": 1},
+            aggregate=aggregate,
+            audience=[user],
+            channels=[f"user.{user.pk}.payments"],
+        )
+    event.refresh_from_db()
+    return event
+
+
+def emit_uncommitted_callbacks(user, type="payment.status_updated"):
+    """Emit in a transaction whose on-commit work never runs (the process died right after
+    the commit): the event is stored but has no position."""
     with transaction.atomic():
         return emit(
             type,
             {"x": 1},
-            aggregate=aggregate,
+            aggregate=("payment", 1),
             audience=[user],
             channels=[f"user.{user.pk}.payments"],
         )
@@ -50,22 +68,22 @@ def test_events_api_lists_own_events_oldest_first(homeowner, stranger):
     mine = [emit_in_transaction(homeowner.user) for _ in range(3)]
     emit_in_transaction(stranger.user)
 
-    body = homeowner.get(f"/api/v1/events?after={mine[0].pk}").json()
+    body = homeowner.get(f"/api/v1/events?after={mine[0].position}").json()
 
-    assert [e["id"] for e in body["results"]] == [mine[1].pk, mine[2].pk]
+    assert [e["id"] for e in body["results"]] == [mine[1].position, mine[2].position]
     assert body["results"][0]["channels"] == [f"user.{homeowner.user.pk}.payments"]
 
 
 def test_events_api_before_the_retained_window_is_410_resync_required(homeowner):
     events = [emit_in_transaction(homeowner.user) for _ in range(3)]
-    ReplayHorizon.objects.create(pruned_through_id=events[1].pk)
+    ReplayHorizon.objects.create(pruned_through_id=events[1].position)
 
-    stale = homeowner.get(f"/api/v1/events?after={events[0].pk}")
-    fresh = homeowner.get(f"/api/v1/events?after={events[1].pk}")
+    stale = homeowner.get(f"/api/v1/events?after={events[0].position}")
+    fresh = homeowner.get(f"/api/v1/events?after={events[1].position}")
 
     assert stale.status_code == 410
     assert stale.json()["error"]["code"] == "resync_required"
-    assert [e["id"] for e in fresh.json()["results"]] == [events[2].pk]
+    assert [e["id"] for e in fresh.json()["results"]] == [events[2].position]
 
 
 def test_pruning_drops_the_replay_index_of_old_events_but_keeps_the_events(homeowner, settings):
@@ -79,10 +97,10 @@ def test_pruning_drops_the_replay_index_of_old_events_but_keeps_the_events(homeo
 
     events_prune_replay_index()
 
-    assert ReplayHorizon.objects.get().pruned_through_id == old[1].pk
+    assert ReplayHorizon.objects.get().pruned_through_id == old[1].position
     assert Event.objects.count() == 3
-    assert set(EventChannel.objects.values_list("event_id", flat=True)) == {recent.pk}
-    assert set(EventRecipient.objects.values_list("event_id", flat=True)) == {recent.pk}
+    assert set(EventChannel.objects.values_list("event_id", flat=True)) == {recent.position}
+    assert set(EventRecipient.objects.values_list("event_id", flat=True)) == {recent.position}
 
 
 def test_pruning_never_passes_an_unpublished_event(homeowner):
@@ -91,16 +109,17 @@ def test_pruning_never_passes_an_unpublished_event(homeowner):
         created_at=timezone.now() - timedelta(days=31)
     )
     Event.objects.filter(pk=old[0].pk).update(published_at=timezone.now())
+    Event.objects.filter(pk=old[1].pk).update(published_at=None)  # its publication was lost
 
     events_prune_replay_index()
 
-    assert ReplayHorizon.objects.get().pruned_through_id == old[0].pk
-    assert EventChannel.objects.filter(event_id=old[1].pk).exists()
+    assert ReplayHorizon.objects.get().pruned_through_id == old[0].position
+    assert EventChannel.objects.filter(event_id=old[1].position).exists()
 
 
 def test_the_sweep_publishes_and_dispatches_what_a_crash_left_behind(homeowner):
-    # Committed, but the process died before its on_commit publish ran.
-    event = emit_in_transaction(homeowner.user, type="payment.failed")
+    # Committed, but the process died before its on_commit sequencing ran.
+    event = emit_uncommitted_callbacks(homeowner.user, type="payment.failed")
     Event.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(minutes=1))
 
     with TestCase.captureOnCommitCallbacks(execute=True):
@@ -117,20 +136,22 @@ def test_the_sweep_publishes_and_dispatches_what_a_crash_left_behind(homeowner):
 @requires_postgres
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_events_commit_in_id_order_on_postgresql():
-    """A second emitting transaction waits at emit until the first commits, so no event can
-    become visible before one with a smaller id (resume from an id never skips one)."""
+def test_positions_follow_visibility_not_insertion_and_writers_do_not_wait_on_postgresql():
+    """Two emitting transactions overlap: the first to insert commits last. The second does
+    not wait for the first (no lock through the commit), and positions are handed out as the
+    events become visible: the late committer's event gets the larger position, so a client
+    that resumed from the early one's position still receives it."""
     from tests.factories import HomeownerFactory
 
     user = HomeownerFactory()
     first_emitted = threading.Event()
     release_first = threading.Event()
     second_done = threading.Event()
-    ids = {}
+    rows = {}
 
     def first():
         with transaction.atomic():
-            ids["first"] = emit_in_transaction_inner(user)
+            rows["first"] = emit_in_transaction_inner(user)
             first_emitted.set()
             release_first.wait(10)
         connection.close()
@@ -138,7 +159,7 @@ def test_events_commit_in_id_order_on_postgresql():
     def second():
         first_emitted.wait(10)
         with transaction.atomic():
-            ids["second"] = emit_in_transaction_inner(user)
+            rows["second"] = emit_in_transaction_inner(user)
         second_done.set()
         connection.close()
 
@@ -146,13 +167,23 @@ def test_events_commit_in_id_order_on_postgresql():
     for thread in threads:
         thread.start()
     first_emitted.wait(10)
-    blocked_while_first_open = not second_done.wait(0.5)
+    second_committed_while_first_open = second_done.wait(10)
+    second_position_before_first_commit = Event.objects.get(pk=rows["second"]).position
+    first_visible_before_its_commit = Event.objects.filter(pk=rows["first"]).exists()
     release_first.set()
     for thread in threads:
         thread.join(10)
+    first_position = Event.objects.get(pk=rows["first"]).position
 
-    assert blocked_while_first_open
-    assert ids["first"] < ids["second"]
+    assert second_committed_while_first_open
+    assert rows["first"] < rows["second"]  # inserted first...
+    assert not first_visible_before_its_commit
+    assert second_position_before_first_commit is not None
+    assert first_position > second_position_before_first_commit  # ...visible, and numbered, last
+    assert list(EventChannel.objects.order_by("event_id").values_list("event_id", flat=True)) == [
+        second_position_before_first_commit,
+        first_position,
+    ]
 
 
 def emit_in_transaction_inner(user) -> int:
@@ -163,3 +194,38 @@ def emit_in_transaction_inner(user) -> int:
         audience=[user],
         channels=[f"user.{user.pk}.payments"],
     ).pk
+
+
+def test_positions_are_dense_and_per_aggregate_sequences_follow_them(homeowner):
+    user = homeowner.user
+    with transaction.atomic():
+        pending = [emit_uncommitted_callbacks(user) for _ in range(3)]
+    with transaction.atomic():
+        pending.append(
+            emit("x.y", {}, aggregate=("milestone", 4), audience=[user], channels=["project.1"])
+        )
+
+    assigned = events_sequence_and_publish()
+    again = events_sequence_and_publish()
+    stored = list(Event.objects.filter(pk__in=[e.pk for e in pending]).order_by("id"))
+
+    assert assigned == [assigned[0] + n for n in range(4)]
+    assert again == []
+    assert [e.position for e in stored] == assigned
+    assert [e.sequence for e in stored] == [1, 2, 3, 1]
+    assert EventRecipient.objects.filter(event_id__in=assigned, user=user).count() == 4
+    assert set(
+        EventChannel.objects.filter(event_id=assigned[3]).values_list("channel", flat=True)
+    ) == {"project.1"}
+
+
+def test_an_unsequenced_event_is_invisible_to_feeds_until_the_sequencer_runs(homeowner):
+    event = emit_uncommitted_callbacks(homeowner.user)
+
+    before = homeowner.get("/api/v1/events?after=0").json()["results"]
+    events_sequence_and_publish()
+    after = homeowner.get("/api/v1/events?after=0").json()["results"]
+    event.refresh_from_db()
+
+    assert before == []
+    assert [e["id"] for e in after] == [event.position]

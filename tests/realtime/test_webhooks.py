@@ -30,15 +30,18 @@ def receiver(settings):
 
 
 def committed_event(user, type="payment.failed", aggregate=("payment", 41), data=None):
-    """Emit; its after-commit work (publish, dispatch, first attempts) runs as on a commit."""
+    """Emit; its after-commit work (sequence, publish, dispatch, first attempts) runs as on a
+    commit. Returns the stored event, with its position (public id)."""
     with after_commit(), transaction.atomic():
-        return emit(
+        event = emit(
             type,
             data or {"payment_id": 41, "amount": 1000, "currency": "usd", "status": "failed"},
             aggregate=aggregate,
             audience=[user],
             channels=[f"user.{user.pk}.payments"],
         )
+    event.refresh_from_db()
+    return event
 
 
 def after_commit():
@@ -141,10 +144,10 @@ def test_a_delivery_is_signed_standard_webhooks_style_and_carries_id_and_sequenc
     request = receiver.requests[1]
     headers = {name.lower(): value for name, value in request["headers"].items()}
     payload = json.loads(request["body"])
-    assert headers["webhook-id"] == f"evt_{second.pk}"
+    assert headers["webhook-id"] == f"evt_{second.position}"
     assert verify(endpoint.secret, headers, request["body"])
     assert not verify("whsec_" + base64.b64encode(b"x" * 32).decode(), headers, request["body"])
-    assert payload["id"] == second.pk
+    assert payload["id"] == second.position
     assert payload["type"] == "payment.refunded"
     assert payload["resource"] == {"type": "payment", "id": "41"}
     assert [json.loads(r["body"])["sequence"] for r in receiver.requests] == [1, 2]
@@ -166,7 +169,7 @@ def test_only_events_the_owner_may_see_and_the_filter_accepts_are_delivered(
     event = committed_event(homeowner.user, type="payment.failed")
 
     assert list(WebhookDelivery.objects.values_list("endpoint_id", "event_id")) == [
-        (operator_endpoint.pk, event.pk)
+        (operator_endpoint.pk, event.position)
     ]
 
 
@@ -174,7 +177,7 @@ def test_dispatching_twice_creates_one_delivery(homeowner, receiver):
     services.webhook_endpoint_create(owner=homeowner.user, url=receiver.url, events=["*"])
     event = committed_event(homeowner.user)
 
-    events_dispatch(event_ids=[event.pk])
+    events_dispatch(event_ids=[event.position])
     services.webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get().pk)
 
     assert WebhookDelivery.objects.count() == 1

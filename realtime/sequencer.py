@@ -1,0 +1,148 @@
+"""The sequencer: gives committed events their public position, in order, and publishes them.
+
+Why: `emit` writes an event row in the caller's transaction, with an insertion id taken from a
+sequence at insert time. Transactions commit in any order, so insertion ids become visible out
+of order; a client that resumed from the larger of two could skip the smaller one committing
+a moment later. Holding a global lock from the first emit to the commit (the first design)
+kept ids in commit order but made every money-moving transaction commit one at a time.
+
+Instead, after a transaction commits, its process runs this: under one lock it reads every
+committed event that has no position yet, numbers them max(position)+1, +2, ... in insertion
+order, writes the replay index (EventChannel, EventRecipient rows keyed by position), commits,
+and publishes them to the channel layer, still under the lock, then releases it. So:
+
+- positions are dense and become visible strictly in increasing order (a reader that sees N
+  has seen, or can read, everything below N);
+- live messages leave the server in position order across all processes (the lock covers the
+  publish), so a client that saw N live has been sent every earlier event of its channels;
+- the lock is held only for this short, batched step, never through a writer's transaction:
+  writers commit in parallel and whoever holds the lock numbers all that committed meanwhile.
+
+The lock is a PostgreSQL session advisory lock (released in `finally`; a dead process's
+connection releases it) plus a process-local lock (the only one needed on SQLite, whose write
+lock already serialises the numbering transaction). A crash after a commit and before this
+runs leaves rows without a position; the beat sweep (`publish_unpublished`) sequences them.
+"""
+
+import logging
+import threading
+from contextlib import contextmanager
+
+from django.db import connection, transaction
+
+from realtime.models import Event
+
+logger = logging.getLogger(__name__)
+
+_SEQUENCER_LOCK = 7_304_211
+_process_lock = threading.RLock()
+BATCH = 1000
+
+
+@contextmanager
+def _sequencer_lock():
+    with _process_lock:
+        if connection.vendor != "postgresql":
+            yield
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [_SEQUENCER_LOCK])
+        try:
+            yield
+        finally:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEQUENCER_LOCK])
+            except Exception:
+                # The connection is broken, and the session lock went with it; make sure
+                # the pool does not hand out a connection in an unknown state.
+                logger.exception("sequencer unlock failed; closing the connection")
+                connection.close()
+
+
+def events_sequence_and_publish(*, max_batches: int = 50, dispatch: bool = True) -> list[int]:
+    """Number every committed event without a position and publish it, in order.
+
+    Runs outside any transaction of the caller's (after commit, in the sweep, in tests).
+    Idempotent: events already numbered are untouched; with nothing pending it is one read
+    under the lock. Returns the positions it assigned. A channel-layer failure is logged and
+    leaves those events unpublished for the sweep; their positions stand. Then queues the
+    dispatch (notifications, outgoing webhooks) of what was published, outside the lock."""
+    from realtime.publishing import publish_to_layer, queue_dispatch
+
+    published: list[int] = []
+    assigned: list[int] = []
+    with _sequencer_lock():
+        for _ in range(max_batches):
+            events = _sequence_batch()
+            if not events:
+                break
+            positions = [event.position for event in events]
+            assigned.extend(positions)
+            try:
+                publish_to_layer(events)
+                published.extend(positions)
+            except Exception:
+                logger.exception(
+                    "event publish failed; the sweep publishes them again",
+                    extra={"positions": [positions[0], positions[-1]]},
+                )
+            if len(events) < BATCH:
+                break
+    if published:
+        queue_dispatch(published, dispatch=dispatch)
+    return assigned
+
+
+def _sequence_batch() -> list[Event]:
+    """One numbering transaction: the caller holds the sequencer lock."""
+    with transaction.atomic():
+        pending = list(Event.objects.filter(position__isnull=True).order_by("id")[:BATCH])
+        if not pending:
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COALESCE(MAX(position), 0) FROM realtime_event")
+            last_position = cursor.fetchone()[0]
+            last_sequence = _last_sequences(cursor, pending)
+            rows, channel_rows, recipient_rows = [], [], []
+            for offset, event in enumerate(pending, start=1):
+                key = (event.aggregate_type, event.aggregate_id)
+                last_sequence[key] = last_sequence.get(key, 0) + 1
+                event.position = last_position + offset
+                event.sequence = last_sequence[key]
+                rows.append((event.position, event.sequence, event.pk))
+                channel_rows.extend((event.position, channel) for channel in event.channels)
+                recipient_rows.extend((event.position, user_id) for user_id in event.audience)
+            cursor.executemany(
+                "UPDATE realtime_event SET position = %s, sequence = %s WHERE id = %s", rows
+            )
+            if channel_rows:
+                cursor.executemany(
+                    "INSERT INTO realtime_eventchannel (event_id, channel) VALUES (%s, %s)",
+                    channel_rows,
+                )
+            if recipient_rows:
+                cursor.executemany(
+                    "INSERT INTO realtime_eventrecipient (event_id, user_id) VALUES (%s, %s)",
+                    recipient_rows,
+                )
+    return pending
+
+
+def _last_sequences(cursor, events: list[Event]) -> dict[tuple[str, str], int]:
+    """The highest per-aggregate sequence already assigned, for the aggregates in `events`
+    (served by the unique (aggregate_type, aggregate_id, sequence) index)."""
+    keys = list(dict.fromkeys((event.aggregate_type, event.aggregate_id) for event in events))
+    found: dict[tuple[str, str], int] = {}
+    for start in range(0, len(keys), 200):
+        chunk = keys[start : start + 200]
+        values = ", ".join(["(%s, %s)"] * len(chunk))  # placeholders only, no data
+        cursor.execute(
+            "SELECT aggregate_type, aggregate_id, MAX(sequence) FROM realtime_event "  # noqa: S608
+            "WHERE sequence IS NOT NULL "
+            f"AND (aggregate_type, aggregate_id) IN (VALUES {values}) "
+            "GROUP BY aggregate_type, aggregate_id",
+            [part for key in chunk for part in key],
+        )
+        found.update({(row[0], row[1]): row[2] for row in cursor.fetchall()})
+    return found
