@@ -99,8 +99,20 @@ class Gateway:
     """The interface both adapters implement."""
 
     name = "gateway"
+    # Whether payment methods live on a per-user customer object at the gateway (Stripe: a
+    # PaymentMethod must be attached to a Customer to be charged more than once).
+    uses_customers = False
 
     def describe_method(self, *, token: str) -> MethodInfo:
+        raise NotImplementedError
+
+    def create_customer(self, *, email: str, metadata: dict, idempotency_key: str) -> str:
+        """Create the user's customer object; returns its id."""
+        raise NotImplementedError
+
+    def attach_method(self, *, token: str, customer_id: str, idempotency_key: str) -> MethodInfo:
+        """Attach a payment-method token to a customer. The returned `token` is the one to
+        charge: Stripe turns a test token such as pm_card_visa into a new PaymentMethod."""
         raise NotImplementedError
 
     def create_payment(
@@ -112,8 +124,10 @@ class Gateway:
         capture_method: str,
         metadata: dict,
         idempotency_key: str,
+        customer: str = "",
     ) -> IntentResult:
-        """Create and confirm a payment (PaymentIntent)."""
+        """Create and confirm a payment (PaymentIntent); `customer` is the one the payment
+        method is attached to, if any."""
         raise NotImplementedError
 
     def capture_payment(self, *, payment_id: str, idempotency_key: str) -> IntentResult:

@@ -8,6 +8,8 @@
   `automatic_payment_methods` (localstripe refuses them; `payment_method_types=["card"]`
   keeps confirmation free of redirects); the transfer group is set on the transfer.
 - Payouts are Connect transfers with `source_transaction` = the funding charge.
+- Payment methods are attached to one Customer per user (created with the key
+  "customer:user:<id>"), and PaymentIntents name that Customer.
 """
 
 from __future__ import annotations
@@ -136,25 +138,59 @@ def _transfer(transfer) -> TransferResult:
     )
 
 
+def _method_info(method) -> MethodInfo:
+    method = _plain(method)
+    card = _get(method, "card", {}) or {}
+    return MethodInfo(
+        token=method["id"],
+        brand=_get(card, "brand", "") or "",
+        last4=_get(card, "last4", "") or "",
+        exp_month=_get(card, "exp_month"),
+        exp_year=_get(card, "exp_year"),
+    )
+
+
 class StripeGateway(Gateway):
     name = "stripe"
 
     def __init__(self, client: stripe.StripeClient | None = None):
         self.client = client or _client()
 
+    uses_customers = True
+
     def describe_method(self, *, token: str) -> MethodInfo:
-        method = _plain(_call(self.client.v1.payment_methods.retrieve, token))
-        card = _get(method, "card", {}) or {}
-        return MethodInfo(
-            token=method["id"],
-            brand=_get(card, "brand", "") or "",
-            last4=_get(card, "last4", "") or "",
-            exp_month=_get(card, "exp_month"),
-            exp_year=_get(card, "exp_year"),
+        return _method_info(_call(self.client.v1.payment_methods.retrieve, token))
+
+    def create_customer(self, *, email: str, metadata: dict, idempotency_key: str) -> str:
+        params = {"metadata": {key: str(value) for key, value in metadata.items()}}
+        if email:
+            params["email"] = email
+        customer = _call(
+            self.client.v1.customers.create,
+            params=params,
+            options={"idempotency_key": idempotency_key},
         )
+        return _plain(customer)["id"]
+
+    def attach_method(self, *, token: str, customer_id: str, idempotency_key: str) -> MethodInfo:
+        method = _call(
+            self.client.v1.payment_methods.attach,
+            token,
+            params={"customer": customer_id},
+            options={"idempotency_key": idempotency_key},
+        )
+        return _method_info(method)
 
     def create_payment(
-        self, *, amount, currency, payment_method, capture_method, metadata, idempotency_key
+        self,
+        *,
+        amount,
+        currency,
+        payment_method,
+        capture_method,
+        metadata,
+        idempotency_key,
+        customer="",
     ) -> IntentResult:
         params = {
             "amount": amount,
@@ -165,6 +201,9 @@ class StripeGateway(Gateway):
             "confirm": True,
             "metadata": {key: str(value) for key, value in metadata.items()},
         }
+        if customer:
+            # Stripe refuses a PaymentMethod attached to a Customer without that Customer.
+            params["customer"] = customer
         try:
             pi = self.client.v1.payment_intents.create(
                 params=params, options={"idempotency_key": idempotency_key}

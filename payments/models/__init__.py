@@ -5,7 +5,7 @@ Every status field has its transition table next to it and a CHECK constraint on
 only payments.services change a status, reading it from the locked row."""
 
 from payments.models.inbox import WebhookEvent
-from payments.models.methods import PaymentMethod
+from payments.models.methods import GatewayCustomer, PaymentMethod
 from payments.models.operations import (
     CircuitBreaker,
     CircuitBreakerWindow,
@@ -21,6 +21,7 @@ __all__ = [
     "CircuitBreakerWindow",
     "Discrepancy",
     "GatewayAttempt",
+    "GatewayCustomer",
     "Payment",
     "PaymentMethod",
     "Payout",

@@ -30,6 +30,9 @@ class PaymentMethod(models.Model):
     )
     provider = models.CharField(max_length=16)
     token = models.CharField(max_length=255, help_text="The gateway's payment-method id.")
+    customer_id = models.CharField(
+        max_length=255, blank=True, help_text="The gateway customer it is attached to, if any."
+    )
     brand = models.CharField(max_length=32, blank=True)
     last4 = models.CharField(max_length=4, blank=True)
     exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -56,3 +59,23 @@ class PaymentMethod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.brand or 'card'} •••• {self.last4 or '????'}"
+
+
+class GatewayCustomer(models.Model):
+    """The user's customer object at a gateway that keeps payment methods on one (Stripe):
+    created once per (user, provider) with an idempotency key derived from the user id."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="gateway_customers"
+    )
+    provider = models.CharField(max_length=16)
+    customer_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "provider"], name="gateway_customer_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.customer_id}"

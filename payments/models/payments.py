@@ -177,6 +177,8 @@ class GatewayAttempt(models.Model):
         RETRIEVE = "retrieve"
         REFUND = "refund"
         TRANSFER = "transfer"
+        CUSTOMER = "customer"  # create the user's gateway customer
+        ATTACH = "attach"  # attach a payment method to it
 
     class Outcome(models.TextChoices):
         PENDING = "pending"  # sent; no answer recorded (a crash, or still running)

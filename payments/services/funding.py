@@ -176,6 +176,7 @@ def _authorize(payment: Payment, gateway) -> Progress | None:
                     amount=payment.amount,
                     currency=payment.currency,
                     payment_method=method.token if method else "",
+                    customer=method.customer_id if method else "",
                     capture_method=payment.capture_method,
                     metadata={
                         "payment_id": payment.pk,

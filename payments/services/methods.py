@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from payments.calls import call_gateway
 from payments.exceptions import PaymentMethodNotFound, PaymentMethodRefused
 from payments.gateways import GatewayError, default_provider, get_gateway
-from payments.models import GatewayAttempt, PaymentMethod
+from payments.models import GatewayAttempt, GatewayCustomer, PaymentMethod
 from realtime.events import emit
 
 Status = PaymentMethod.Status
@@ -35,19 +35,65 @@ def _emit_status_changed(method: PaymentMethod, *, previous: str | None, **extra
     )
 
 
+def customer_key(user) -> str:
+    return f"customer:user:{user.pk}"
+
+
+def gateway_customer_for(*, user, provider: str, gateway) -> str:
+    """The user's customer id at the gateway, created on first use.
+
+    Idempotent: the gateway call carries the key "customer:user:<id>" (a retry after a lost
+    answer, or two first payment methods at once, get the same customer back) and our row is
+    unique per (user, provider). Raises GatewayError. Never inside a transaction."""
+    existing = GatewayCustomer.objects.filter(user=user, provider=provider).first()
+    if existing is not None:
+        return existing.customer_id
+    key = customer_key(user)
+    customer_id = call_gateway(
+        provider=provider,
+        operation=GatewayAttempt.Operation.CUSTOMER,
+        idempotency_key=key,
+        fn=lambda: gateway.create_customer(
+            email=user.email or "", metadata={"user_id": user.pk}, idempotency_key=key
+        ),
+    )
+    try:
+        with transaction.atomic():
+            GatewayCustomer.objects.create(user=user, provider=provider, customer_id=customer_id)
+    except IntegrityError:
+        return GatewayCustomer.objects.get(user=user, provider=provider).customer_id
+    return customer_id
+
+
 def payment_method_create(*, user, token: str) -> PaymentMethod:
     """Add a gateway token for the user. The gateway describes it (brand, last4, expiry); a
-    token it does not know is refused (PaymentMethodRefused, 422). The first method becomes
-    the default. Emits payment_method.status_changed (pending → verified)."""
+    token it does not know is refused (PaymentMethodRefused, 422). On a gateway that keeps
+    methods on a customer (Stripe) the token is attached to the user's customer first (created
+    once, `gateway_customer_for`) and the attached method's id is what we store and charge.
+    The first method becomes the default. Emits payment_method.status_changed (pending →
+    verified)."""
     provider = default_provider()
     gateway = get_gateway(provider)
+    key = f"payment-method:{user.pk}:{token}"[:255]
+    customer_id = ""
     try:
-        info = call_gateway(
-            provider=provider,
-            operation=GatewayAttempt.Operation.RETRIEVE,
-            idempotency_key=f"payment-method:{user.pk}:{token}"[:255],
-            fn=lambda: gateway.describe_method(token=token),
-        )
+        if gateway.uses_customers:
+            customer_id = gateway_customer_for(user=user, provider=provider, gateway=gateway)
+            info = call_gateway(
+                provider=provider,
+                operation=GatewayAttempt.Operation.ATTACH,
+                idempotency_key=f"{key}:attach"[:255],
+                fn=lambda: gateway.attach_method(
+                    token=token, customer_id=customer_id, idempotency_key=f"{key}:attach"[:255]
+                ),
+            )
+        else:
+            info = call_gateway(
+                provider=provider,
+                operation=GatewayAttempt.Operation.RETRIEVE,
+                idempotency_key=key,
+                fn=lambda: gateway.describe_method(token=token),
+            )
     except GatewayError as exc:
         raise PaymentMethodRefused(
             f"The gateway refused this payment method: {exc.message}"
@@ -58,6 +104,7 @@ def payment_method_create(*, user, token: str) -> PaymentMethod:
             user=user,
             provider=provider,
             token=info.token,
+            customer_id=customer_id,
             brand=info.brand,
             last4=info.last4,
             exp_month=info.exp_month,

@@ -400,3 +400,75 @@ def test_the_adapter_reads_amount_reversed_from_a_transfer(proxy):
     result = stripe_adapter._transfer(body["data"]["object"])
 
     assert (result.amount, result.amount_reversed, result.reversed) == (47_500, 10_000, False)
+
+
+# --- Customers: one per user, payment methods attached to it -----------------------------
+
+
+def test_payment_methods_are_attached_to_one_customer_per_user(homeowner, localstripe, proxy):
+    from payments.models import GatewayCustomer, PaymentMethod
+
+    card = {"number": "5555555555554444", "exp_month": 12, "exp_year": 2034, "cvc": "123"}
+    created = localstripe.client().v1.payment_methods.create(params={"type": "card", "card": card})
+    first = add_method(homeowner, "pm_card_visa")
+    second = add_method(homeowner, created["id"])
+
+    (customer,) = GatewayCustomer.objects.filter(user=homeowner.user)
+    assert customer.provider == "stripe"
+    assert customer.customer_id.startswith("cus_")
+    creates = [r for r in proxy.requests if r["path"] == "/v1/customers"]
+    assert len(creates) == 1
+    assert creates[0]["headers"]["Idempotency-Key"] == f"customer:user:{homeowner.user.pk}"
+    assert creates[0]["params"]["metadata[user_id]"] == str(homeowner.user.pk)
+    for method in (first, second):
+        stored = PaymentMethod.objects.get(pk=method["id"])
+        assert stored.customer_id == customer.customer_id
+        assert stored.token.startswith("pm_")
+        remote = localstripe.client().v1.payment_methods.retrieve(stored.token)
+        assert remote["customer"] == customer.customer_id
+    # Stripe turns a test token into a new PaymentMethod on attach: that id is charged.
+    assert PaymentMethod.objects.get(pk=first["id"]).token != "pm_card_visa"
+    assert PaymentMethod.objects.get(pk=second["id"]).token == created["id"]
+    attaches = [r for r in proxy.requests if r["path"].endswith("/attach")]
+    assert [r["params"]["customer"] for r in attaches] == [customer.customer_id] * 2
+
+
+def test_funding_names_the_methods_customer(homeowner, milestone, proxy):
+    from payments.models import GatewayCustomer
+
+    payment = fund(homeowner, milestone)
+
+    assert payment.status == "completed"
+    customer = GatewayCustomer.objects.get(user=homeowner.user)
+    (create,) = [r for r in proxy.requests if r["path"] == "/v1/payment_intents"]
+    assert create["params"]["customer"] == customer.customer_id
+    assert create["params"]["payment_method"] == payment.payment_method.token
+
+
+def test_a_lost_customer_answer_gets_the_same_customer_on_retry(homeowner, proxy):
+    from payments.models import GatewayCustomer, PaymentMethod
+
+    proxy.lose_next.add("/v1/customers")
+    response = homeowner.post("/api/v1/payment-methods", {"token": "pm_card_visa"}, format="json")
+    assert response.status_code == 422
+    assert not GatewayCustomer.objects.exists()
+    assert not PaymentMethod.objects.exists()
+
+    add_method(homeowner, "pm_card_visa")
+
+    creates = [r for r in proxy.requests if r["path"] == "/v1/customers"]
+    keys = {r["headers"]["Idempotency-Key"] for r in creates}
+    assert keys == {f"customer:user:{homeowner.user.pk}"}
+    first_answer = json.loads(proxy._by_key[f"customer:user:{homeowner.user.pk}"][0])
+    assert GatewayCustomer.objects.get().customer_id == first_answer["id"]
+
+
+def test_a_card_refused_on_attach_adds_no_method(homeowner, proxy):
+    from payments.models import PaymentMethod
+
+    response = homeowner.post(
+        "/api/v1/payment-methods", {"token": "pm_card_visa_chargeDeclined"}, format="json"
+    )
+
+    assert response.status_code == 422
+    assert not PaymentMethod.objects.exists()

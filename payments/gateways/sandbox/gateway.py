@@ -140,7 +140,15 @@ class SandboxGateway(Gateway):
         return MethodInfo(token=token, brand=brand, last4=last4, exp_month=12, exp_year=2034)
 
     def create_payment(
-        self, *, amount, currency, payment_method, capture_method, metadata, idempotency_key
+        self,
+        *,
+        amount,
+        currency,
+        payment_method,
+        capture_method,
+        metadata,
+        idempotency_key,
+        customer="",
     ) -> IntentResult:
         card = CARDS.get(payment_method)
         behaviour = card[2] if card else "ok"
