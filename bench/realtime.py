@@ -15,9 +15,10 @@ a timeout so nothing outlives the run.
 Each client is its own user with an API key and connects with `?token=`; it stays subscribed to
 its default `user.<id>.payments` and also subscribes to `user.<id>.milestones`. Publishers commit
 events through `realtime.events.emit` (the production path: the row in the transaction, then
-on commit the sequencer's numbering, index rows and publish) on `user.<a>.payments` and `user.<b>.payments` for two random users. A client that is
-dropped reconnects with `last_event_id`; what it gets back by replay counts as delivered, so
-"lost" means never delivered at all. Latency is the time from the commit in the publisher
+on commit the sequencer's numbering, index rows and publish) on `user.<a>.payments` and
+`user.<b>.payments` for two random users. A client that is dropped reconnects with
+`last_event_id`; what it gets back by replay counts as delivered, so "lost" means never
+delivered at all. Latency is the time from the commit in the publisher
 (before sequencing) to the message arriving in the client process (same machine, same clock).
 """
 

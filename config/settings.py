@@ -280,6 +280,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # --- Domain settings --------------------------------------------------------------------------
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="sandbox")
 PLATFORM_FEE_PERCENT = env.str("PLATFORM_FEE_PERCENT", default="5")
+# Balance rows per shared ledger account (gateway, revenue, expense): postings pick one at
+# random so parallel transactions do not serialise on one row lock (escrow.models).
+LEDGER_BALANCE_SLOTS = env.int("LEDGER_BALANCE_SLOTS", default=16)
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 # The portal's payment-methods page uses Stripe Elements when this is set (and the gateway is
 # stripe); the CSP then allows js.stripe.com.

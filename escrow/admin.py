@@ -2,12 +2,21 @@
 service; nothing here writes a status or a balance directly."""
 
 from django.contrib import admin, messages
+from django.db.models import F, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
 from common.errors import DomainError
 from escrow import money, services
-from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting, Project
+from escrow.models import (
+    JournalEntry,
+    LedgerAccount,
+    LedgerBalanceSlot,
+    Milestone,
+    Posting,
+    Project,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -164,11 +173,33 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
     list_display = ["code", "kind", "currency", "formatted_balance", "is_restricted", "owner"]
     list_filter = ["kind", "currency", "is_restricted"]
     search_fields = ["code", "user__username"]
-    readonly_fields = ["code", "kind", "currency", "balance", "is_restricted", "milestone", "user"]
+    readonly_fields = [
+        "code",
+        "kind",
+        "currency",
+        "formatted_balance",
+        "is_restricted",
+        "milestone",
+        "user",
+    ]
 
-    @admin.display(description="Balance", ordering="balance")
+    def get_queryset(self, request):
+        # Shared accounts keep part of their balance in slot rows (LedgerBalanceSlot).
+        in_slots = (
+            LedgerBalanceSlot.objects.filter(account=OuterRef("pk"))
+            .values("account")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(total_balance=F("balance") + Coalesce(Subquery(in_slots), 0))
+        )
+
+    @admin.display(description="Balance", ordering="total_balance")
     def formatted_balance(self, account):
-        return money.format_amount(account.balance, account.currency)
+        return money.format_amount(account.total_balance, account.currency)
 
     @admin.display(description="Owner")
     def owner(self, account):

@@ -12,7 +12,7 @@
 from django.apps import apps
 from django.db.models import Count, F, Q, Sum
 
-from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
+from escrow.models import JournalEntry, LedgerAccount, LedgerBalanceSlot, Milestone, Posting
 
 
 def violations(*, limit: int = 100) -> list[str]:
@@ -57,10 +57,19 @@ def _balances_off(limit: int) -> list[str]:
     mixed = Posting.objects.exclude(currency=F("account__currency")).count()
     if mixed:
         problems.append(f"{mixed} postings in a currency other than their account's")
+    in_slots = dict(
+        LedgerBalanceSlot.objects.values("account_id")
+        .annotate(total=Sum("amount"))
+        .values_list("account_id", "total")
+    )
+    restricted_slots = LedgerBalanceSlot.objects.filter(account__is_restricted=True).count()
+    if restricted_slots:
+        problems.append(f"{restricted_slots} balance slots on restricted accounts")
     for account in LedgerAccount.objects.order_by("pk").iterator():
         expected = sums.get(account.pk, 0) * account.normal_sign
-        if account.balance != expected:
-            problems.append(f"account {account} balance {account.balance} != postings {expected}")
+        stored = account.balance + in_slots.get(account.pk, 0)
+        if stored != expected:
+            problems.append(f"account {account} balance {stored} != postings {expected}")
             if len(problems) >= limit:
                 break
     return problems

@@ -7,15 +7,17 @@ the same order (no deadlock) and the CHECK constraint refuses any overdraft of a
 account, whatever the code above it believed.
 """
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from escrow.exceptions import InsufficientFunds, UnbalancedEntry
-from escrow.models import JournalEntry, LedgerAccount, Milestone
+from escrow.models import JournalEntry, LedgerAccount, LedgerBalanceSlot, Milestone
 
 Kind = LedgerAccount.Kind
 
@@ -113,6 +115,11 @@ _INSERT_ENTRY = (
 )
 _INSERT_POSTINGS = "INSERT INTO escrow_posting (entry_id, account_id, amount, currency) VALUES "
 _ADD_TO_BALANCE = "UPDATE escrow_ledgeraccount SET balance = balance + %s WHERE id = %s"
+_ADD_TO_SLOT = (
+    "INSERT INTO escrow_ledgerbalanceslot (account_id, slot, amount) VALUES (%s, %s, %s) "
+    "ON CONFLICT (account_id, slot) DO UPDATE "
+    "SET amount = escrow_ledgerbalanceslot.amount + EXCLUDED.amount"
+)
 
 
 @dataclass(frozen=True)
@@ -185,11 +192,19 @@ def post_entry(
                 ],
             )
             # Accounts in ascending id order, the one order every posting takes them in, so
-            # two postings sharing accounts wait for each other instead of deadlocking.
+            # two postings sharing accounts wait for each other instead of deadlocking (one
+            # slot per account, so slot rows are taken in that order too). Restricted
+            # accounts: their one row, where the CHECK refuses an overdraft. Shared ones: a
+            # random slot, so parallel postings rarely wait for each other's commit.
             for account_id in sorted(per_account):
                 delta = per_account[account_id] * accounts[account_id].normal_sign
-                if delta:
+                if not delta:
+                    continue
+                if accounts[account_id].is_restricted:
                     cursor.execute(_ADD_TO_BALANCE, [delta, account_id])
+                else:
+                    slot = random.randrange(settings.LEDGER_BALANCE_SLOTS)
+                    cursor.execute(_ADD_TO_SLOT, [account_id, slot, delta])
     except IntegrityError as exc:
         existing = JournalEntry.objects.filter(reference=reference).first()
         if existing is not None:
@@ -323,7 +338,23 @@ def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, curr
 
 
 def balance(account: LedgerAccount) -> int:
-    return LedgerAccount.objects.values_list("balance", flat=True).get(pk=account.pk)
+    """The account's balance in its normal direction (row plus slots for shared accounts)."""
+    return balances_of([account.pk])[account.pk]
+
+
+def balances_of(account_ids) -> dict[int, int]:
+    """Balances (row plus slots) of the given accounts, by id, in two queries."""
+    ids = list(account_ids)
+    result = dict(LedgerAccount.objects.filter(pk__in=ids).values_list("pk", "balance"))
+    slots = (
+        LedgerBalanceSlot.objects.filter(account_id__in=ids)
+        .values("account_id")
+        .annotate(total=Sum("amount"))
+        .values_list("account_id", "total")
+    )
+    for account_id, total in slots:
+        result[account_id] += total
+    return result
 
 
 def project_escrow_balance(project_id: int) -> int:

@@ -170,9 +170,16 @@ class Milestone(models.Model):
 
 
 class LedgerAccount(models.Model):
-    """One account per (kind, owner, currency). `balance` is kept in the account's normal
+    """One account per (kind, owner, currency). Balances are kept in the account's normal
     direction (debits for assets and expenses, credits for liabilities and revenue) in the same
-    transaction as the postings; the database refuses a negative balance on restricted ones."""
+    transaction as the postings.
+
+    Restricted accounts (escrow, payable, in transit) keep their whole balance in `balance`,
+    where the database refuses a negative value. Unrestricted ones (gateway, revenue, expense)
+    are shared by every transaction of their currency; their postings add to one of a few
+    LedgerBalanceSlot rows instead, so parallel transactions do not queue on one row lock
+    through each other's commits. Their balance is `balance` (what was there before slots)
+    plus the slots: read it with `escrow.ledger.balance()`."""
 
     class Kind(models.TextChoices):
         GATEWAY = "gateway"  # asset: money at a payment gateway
@@ -220,6 +227,23 @@ class LedgerAccount(models.Model):
     @property
     def normal_sign(self) -> int:
         return 1 if self.kind in self.DEBIT_NORMAL else -1
+
+
+class LedgerBalanceSlot(models.Model):
+    """A share of an unrestricted account's balance (see LedgerAccount). A posting adds its
+    delta to one slot picked at random, in the same transaction as the posting."""
+
+    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="slots")
+    slot = models.PositiveSmallIntegerField()
+    amount = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "slot"], name="ledger_balance_slot_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}#{self.slot}: {self.amount}"
 
 
 class JournalEntry(models.Model):

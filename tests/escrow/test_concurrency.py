@@ -72,7 +72,7 @@ def check_ledger_output() -> str:
 
 
 def balance_of(code: str, currency: str = "usd") -> int:
-    return LedgerAccount.objects.get(code=code, currency=currency).balance
+    return ledger.balance(LedgerAccount.objects.get(code=code, currency=currency))
 
 
 def payable_code(user) -> str:
@@ -347,7 +347,7 @@ def test_parallel_releases_and_postings_into_shared_accounts_do_not_deadlock():
     gateway = ledger.gateway_account("sandbox", "usd")
     revenue = ledger.revenue_account("usd")
     payable = ledger.payable_account(contractor.pk, "usd")
-    revenue_before = revenue.balance
+    revenue_before = ledger.balance(revenue)
 
     def release(milestone: Milestone):
         return services.milestone_approve(

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from escrow import invariants, ledger
 from escrow.exceptions import InsufficientFunds, UnbalancedEntry
-from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
+from escrow.models import JournalEntry, LedgerAccount, LedgerBalanceSlot, Milestone, Posting
 from tests.escrow.factories import MilestoneFactory, fund
 
 pytestmark = pytest.mark.django_db
@@ -122,3 +122,48 @@ def test_check_ledger_fails_when_escrow_disagrees_with_the_milestone_state():
     problems = invariants.violations()
 
     assert any(f"milestone {milestone.pk} is released" in p for p in problems)
+
+
+# --- Balance slots of shared accounts ------------------------------------------------------------
+
+
+def test_shared_accounts_keep_their_balance_in_slots_and_restricted_ones_in_their_row(settings):
+    """Gateway and revenue postings land in random slot rows (so parallel transactions do
+    not queue on one row); escrow and payable stay in the row the CHECK guards."""
+    settings.LEDGER_BALANCE_SLOTS = 4
+    milestones = [MilestoneFactory(amount=10_000 + n) for n in range(12)]
+    for milestone in milestones:
+        fund(milestone)
+    gateway = ledger.gateway_account("sandbox", "usd")
+    escrows = [ledger.escrow_account(milestone) for milestone in milestones]
+    total = sum(milestone.amount for milestone in milestones)
+
+    slots = LedgerBalanceSlot.objects.filter(account=gateway)
+
+    assert LedgerAccount.objects.get(pk=gateway.pk).balance == 0
+    assert 1 <= slots.count() <= 4
+    assert set(slots.values_list("slot", flat=True)) <= {0, 1, 2, 3}
+    assert sum(slots.values_list("amount", flat=True)) == total
+    assert ledger.balance(gateway) == total
+    assert not LedgerBalanceSlot.objects.filter(account__in=escrows).exists()
+    assert [ledger.balance(e) for e in escrows] == [m.amount for m in milestones]
+    assert invariants.violations() == []
+
+
+def test_check_ledger_counts_slots_and_fails_on_a_tampered_one(capsys):
+    fund(MilestoneFactory(amount=5_000))
+    LedgerBalanceSlot.objects.filter(account__code="gateway:sandbox").update(amount=4_999)
+
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("check_ledger")
+
+    assert exit_info.value.code == 1
+    assert "gateway:sandbox (usd) balance 4999 != postings 5000" in capsys.readouterr().out
+
+
+def test_check_ledger_fails_on_a_slot_of_a_restricted_account():
+    milestone = MilestoneFactory()
+    fund(milestone)
+    LedgerBalanceSlot.objects.create(account=ledger.escrow_account(milestone), slot=0, amount=0)
+
+    assert "1 balance slots on restricted accounts" in invariants.violations()

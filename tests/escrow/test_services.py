@@ -29,9 +29,8 @@ def event_types():
 
 
 def balances(currency="usd"):
-    return {
-        account.code: account.balance for account in LedgerAccount.objects.filter(currency=currency)
-    }
+    accounts = dict(LedgerAccount.objects.filter(currency=currency).values_list("pk", "code"))
+    return {accounts[pk]: total for pk, total in ledger.balances_of(accounts).items()}
 
 
 # --- Projects ---------------------------------------------------------------------------------

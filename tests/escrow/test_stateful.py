@@ -25,7 +25,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection, transaction
-from django.db.models import Max, Sum
+from django.db.models import Max
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -39,7 +39,7 @@ from hypothesis.stateful import (
 )
 
 from common.errors import IllegalTransition, NotFound
-from escrow import invariants, money, services
+from escrow import invariants, ledger, money, services
 from escrow.exceptions import FundingMismatch, NotAllowed, ProjectNotActive
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting, Project
 from realtime.models import Event
@@ -90,7 +90,7 @@ class EscrowMachine(RuleBasedStateMachine):
             JournalEntry.objects.count(),
             Posting.objects.count(),
             Event.objects.count(),
-            list(LedgerAccount.objects.order_by("pk").values_list("pk", "balance")),
+            sorted(ledger.balances_of(LedgerAccount.objects.values_list("pk", flat=True)).items()),
         )
 
     def attempt(self, operation, **kwargs):
@@ -354,9 +354,10 @@ class EscrowMachine(RuleBasedStateMachine):
     @invariant()
     def money_is_conserved_per_currency(self):
         totals = defaultdict(lambda: defaultdict(int))
-        rows = LedgerAccount.objects.values("currency", "kind").annotate(total=Sum("balance"))
-        for row in rows:
-            totals[row["currency"]][row["kind"]] = row["total"]
+        accounts = LedgerAccount.objects.values_list("pk", "currency", "kind")
+        stored = ledger.balances_of(pk for pk, _, _ in accounts)
+        for pk, currency, kind in accounts:
+            totals[currency][kind] += stored[pk]
         for currency, by_kind in totals.items():
             assets = by_kind[Kind.GATEWAY] + by_kind[Kind.EXPENSE]
             owed = (
