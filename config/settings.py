@@ -340,6 +340,9 @@ REALTIME_GC_THRESHOLDS = tuple(
     env.list("REALTIME_GC_THRESHOLDS", cast=int, default=[50_000, 50, 100])
 )
 REALTIME_PUBLISH_TIMEOUT_SECONDS = env.float("REALTIME_PUBLISH_TIMEOUT_SECONDS", default=5.0)
+# With a broker, sequenced events are handed to the dispatch task (notifications, outgoing
+# webhooks) in one task per this many seconds per process; 0 publishes one task per batch.
+REALTIME_DISPATCH_BATCH_WINDOW = env.float("REALTIME_DISPATCH_BATCH_WINDOW", default=0.005)
 REALTIME_PRESENCE_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="escrowpay")
 # Resume (WebSocket last_event_id, GET /api/v1/events?after=) works this far back.
 REALTIME_REPLAY_RETENTION = timedelta(days=env.int("REALTIME_REPLAY_RETENTION_DAYS", default=30))

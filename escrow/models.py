@@ -257,6 +257,8 @@ class JournalEntry(models.Model):
         PAYOUT_STARTED = "payout_started"
         PAYOUT_PAID = "payout_paid"
         PAYOUT_FAILED = "payout_failed"
+        # The gateway took back (part of) a paid transfer: Dr gateway / Cr payable.
+        PAYOUT_REVERSED = "payout_reversed"
         GATEWAY_FEE = "gateway_fee"
         ADJUSTMENT = "adjustment"
 

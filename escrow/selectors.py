@@ -116,7 +116,8 @@ def project_utilization(*, project: Project) -> Utilization:
 
 def balances_for_user(*, user) -> dict[str, dict[str, int]]:
     """Per currency: escrow_held (in escrow on the user's projects), pending (funding in
-    progress), payable (owed to the user, not yet paid out) and paid_out (sent to the user)."""
+    progress), payable (owed to the user, not yet paid out) and paid_out (sent to the user and
+    kept: a transfer the gateway reversed is owed, in payable, again, not paid out)."""
     empty = {"escrow_held": 0, "pending": 0, "payable": 0, "paid_out": 0}
     result: dict[str, dict[str, int]] = defaultdict(lambda: dict(empty))
     projects = Project.objects.filter(Q(homeowner=user) | Q(contractor=user))
@@ -145,6 +146,13 @@ def balances_for_user(*, user) -> dict[str, dict[str, int]]:
     )
     for row in paid:
         result[row["currency"]]["paid_out"] += row["total"] or 0
+    reversed_ = (
+        JournalEntry.objects.filter(kind=JournalEntry.Kind.PAYOUT_REVERSED, party=user)
+        .values("currency")
+        .annotate(total=Sum("amount"))
+    )
+    for row in reversed_:
+        result[row["currency"]]["paid_out"] -= row["total"] or 0
     return dict(result)
 
 

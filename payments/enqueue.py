@@ -11,54 +11,22 @@ acknowledged: the row is committed before the 2xx, and rows still `received` a m
 (a process that died with ids in its buffer) are enqueued again by beat
 (payments.webhooks_due)."""
 
-from __future__ import annotations
-
-import logging
-import os
-import threading
-import time
-
 from django.conf import settings
 
-logger = logging.getLogger(__name__)
+from common.batching import TaskBatcher
 
 
-class _Batcher:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.wakeup = threading.Event()
-        self.ids: list[int] = []
-        self.pid = None
+def _batch_task():
+    from payments.tasks import webhook_process_batch_task
 
-    def add(self, event_row_id: int) -> None:
-        with self.lock:
-            if self.pid != os.getpid():  # first use, or a forked child: start its sender
-                self.pid = os.getpid()
-                self.ids = []
-                threading.Thread(target=self._run, name="webhook-enqueue", daemon=True).start()
-            self.ids.append(event_row_id)
-        self.wakeup.set()
-
-    def _run(self) -> None:
-        from payments.tasks import webhook_process_batch_task
-
-        while True:
-            self.wakeup.wait()
-            time.sleep(settings.PAYMENTS_WEBHOOK_BATCH_WINDOW)
-            with self.lock:
-                # Clear before taking: an id appended after this is followed by a set() that
-                # wakes the next round (clearing after taking could strand the last ids).
-                self.wakeup.clear()
-                ids, self.ids = self.ids, []
-            for start in range(0, len(ids), 100):
-                try:
-                    webhook_process_batch_task.apply_async(args=[ids[start : start + 100]])
-                except Exception:
-                    # Committed rows stay `received`; beat's webhooks_due enqueues them again.
-                    logger.exception("webhook enqueue failed", extra={"count": len(ids)})
+    return webhook_process_batch_task
 
 
-_batcher = _Batcher()
+_batcher = TaskBatcher(
+    name="webhook-enqueue",
+    task=_batch_task,
+    window=lambda: settings.PAYMENTS_WEBHOOK_BATCH_WINDOW,
+)
 
 
 def enqueue_webhook(event_row_id: int) -> None:

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.batching import TaskBatcher
 from realtime.models import Event
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ def queue_dispatch(positions: list[int], *, dispatch: bool = True) -> None:
         return
     from realtime.tasks import events_dispatch_task
 
+    if not settings.CELERY_TASK_ALWAYS_EAGER and settings.REALTIME_DISPATCH_BATCH_WINDOW > 0:
+        # With a broker: one task per few milliseconds for every process's events, off the
+        # committing request's path (a lost buffer is found by the dispatch sweep).
+        _dispatch_batcher.add(*positions)
+        return
     try:
         # Marking them published is the task's first step: one write fewer on the
         # committing request's path.
@@ -55,6 +61,20 @@ def queue_dispatch(positions: list[int], *, dispatch: bool = True) -> None:
             "event dispatch enqueue failed; the sweep publishes them again",
             extra={"positions": [positions[0], positions[-1]]},
         )
+
+
+def _dispatch_task():
+    from realtime.tasks import events_dispatch_task
+
+    return events_dispatch_task
+
+
+_dispatch_batcher = TaskBatcher(
+    name="event-dispatch-enqueue",
+    task=_dispatch_task,
+    window=lambda: settings.REALTIME_DISPATCH_BATCH_WINDOW,
+    chunk=500,
+)
 
 
 def publish_events(positions: list[int], *, dispatch: bool = True) -> int:

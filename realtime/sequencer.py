@@ -96,37 +96,65 @@ def events_sequence_and_publish(*, max_batches: int = 50, dispatch: bool = True)
 
 def _sequence_batch() -> list[Event]:
     """One numbering transaction: the caller holds the sequencer lock."""
-    with transaction.atomic():
-        pending = list(Event.objects.filter(position__isnull=True).order_by("id")[:BATCH])
+    with transaction.atomic(), connection.cursor() as cursor:
+        pending = _pending(cursor)
         if not pending:
             return []
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT COALESCE(MAX(position), 0) FROM realtime_event")
-            last_position = cursor.fetchone()[0]
-            last_sequence = _last_sequences(cursor, pending)
-            rows, channel_rows, recipient_rows = [], [], []
-            for offset, event in enumerate(pending, start=1):
-                key = (event.aggregate_type, event.aggregate_id)
-                last_sequence[key] = last_sequence.get(key, 0) + 1
-                event.position = last_position + offset
-                event.sequence = last_sequence[key]
-                rows.append((event.position, event.sequence, event.pk))
-                channel_rows.extend((event.position, channel) for channel in event.channels)
-                recipient_rows.extend((event.position, user_id) for user_id in event.audience)
+        cursor.execute("SELECT COALESCE(MAX(position), 0) FROM realtime_event")
+        last_position = cursor.fetchone()[0]
+        last_sequence = _last_sequences(cursor, pending)
+        rows, channel_rows, recipient_rows = [], [], []
+        for offset, event in enumerate(pending, start=1):
+            key = (event.aggregate_type, event.aggregate_id)
+            last_sequence[key] = last_sequence.get(key, 0) + 1
+            event.position = last_position + offset
+            event.sequence = last_sequence[key]
+            rows.append((event.position, event.sequence, event.pk))
+            channel_rows.extend((event.position, channel) for channel in event.channels)
+            recipient_rows.extend((event.position, user_id) for user_id in event.audience)
+        cursor.executemany(
+            "UPDATE realtime_event SET position = %s, sequence = %s WHERE id = %s", rows
+        )
+        if channel_rows:
             cursor.executemany(
-                "UPDATE realtime_event SET position = %s, sequence = %s WHERE id = %s", rows
+                "INSERT INTO realtime_eventchannel (event_id, channel) VALUES (%s, %s)",
+                channel_rows,
             )
-            if channel_rows:
-                cursor.executemany(
-                    "INSERT INTO realtime_eventchannel (event_id, channel) VALUES (%s, %s)",
-                    channel_rows,
-                )
-            if recipient_rows:
-                cursor.executemany(
-                    "INSERT INTO realtime_eventrecipient (event_id, user_id) VALUES (%s, %s)",
-                    recipient_rows,
-                )
+        if recipient_rows:
+            cursor.executemany(
+                "INSERT INTO realtime_eventrecipient (event_id, user_id) VALUES (%s, %s)",
+                recipient_rows,
+            )
     return pending
+
+
+_PENDING = (
+    "SELECT id, type, aggregate_type, aggregate_id, data, channels, audience, created_at "
+    "FROM realtime_event WHERE position IS NULL ORDER BY id LIMIT %s"
+)
+_FIELDS = ["id", "type", "aggregate_type", "aggregate_id", "data", "channels", "audience"]
+_FIELDS += ["created_at"]
+
+
+def _pending(cursor) -> list[Event]:
+    """Committed events without a position, oldest first (served by the partial index
+    event_unsequenced). Plain SQL: this runs under the sequencer lock, once per commit."""
+    cursor.execute(_PENDING, [BATCH])
+    rows = cursor.fetchall()
+    if not rows:
+        return []
+    converters = connection.ops.get_db_converters
+    json_field = Event._meta.get_field("data")
+    date_field = Event._meta.get_field("created_at")
+    events = []
+    for row in rows:
+        values = list(row)
+        for index in (4, 5, 6):
+            values[index] = json_field.from_db_value(values[index], None, connection)
+        for converter in converters(date_field.get_col(Event._meta.db_table)):
+            values[7] = converter(values[7], None, connection)
+        events.append(Event.from_db(connection.alias, _FIELDS, values))
+    return events
 
 
 def _last_sequences(cursor, events: list[Event]) -> dict[tuple[str, str], int]:

@@ -239,8 +239,8 @@ def _apply_reversal(payout: Payout, result: TransferResult) -> None:
 
     Ledger: Dr gateway:<provider> / Cr payable:user:<id> for the step (new cumulative amount
     less the recorded one), reference "payout-reversal:<payout id>:<cumulative amount>", kind
-    `adjustment` (the journal has no reversal kind; the reference prefix is what
-    check_ledger reads). Emits payout.reversed to the contractor and operators, and e-mails
+    `payout_reversed` (the reference prefix is what check_ledger reads). Emits
+    payout.reversed to the contractor and operators, and e-mails
     operators after commit: someone has to decide whether to pay the contractor again."""
     step = result.amount_reversed - payout.amount_reversed
     previous = payout.status
@@ -265,7 +265,7 @@ def _apply_reversal(payout: Payout, result: TransferResult) -> None:
     )
     ledger.post_entry(
         reference=reversal_reference(payout.pk, payout.amount_reversed),
-        kind=JournalEntry.Kind.ADJUSTMENT,
+        kind=JournalEntry.Kind.PAYOUT_REVERSED,
         currency=payout.currency,
         legs=[
             ledger.debit(ledger.gateway_account(payout.provider, payout.currency), step),

@@ -110,6 +110,24 @@ def test_a_full_reversal_owes_the_money_to_the_contractor_again(paid_payout, ope
     assert_ledger_clean()
 
 
+def test_after_a_reversal_the_contractors_balances_show_it_owed_not_paid_out(
+    paid_payout, contractor
+):
+    payout = paid_payout
+    before = contractor.get("/api/v1/balances").json()["usd"]
+
+    GATEWAY.reverse_transfer(transfer_id=payout.gateway_transfer_id, amount=1_000)
+    sandbox.flush()
+    after = contractor.get("/api/v1/balances").json()["usd"]
+
+    assert before["paid_out"] == payout.amount and before["payable"] == 0
+    assert after["paid_out"] == payout.amount - 1_000
+    assert after["payable"] == 1_000
+    assert JournalEntry.objects.get(reference__startswith="payout-reversal:").kind == (
+        "payout_reversed"
+    )
+
+
 def test_partial_reversals_add_up_step_by_step(paid_payout):
     payout = paid_payout
 

@@ -3,6 +3,7 @@ feed API with its retained window, pruning, and the sweeps for a crash between c
 publish/dispatch."""
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -229,3 +230,27 @@ def test_an_unsequenced_event_is_invisible_to_feeds_until_the_sequencer_runs(hom
 
     assert before == []
     assert [e["id"] for e in after] == [event.position]
+
+
+def test_with_a_broker_dispatch_is_handed_off_in_one_task_per_window(settings):
+    """Publishing a Celery message per commit cost more than sequencing the events; with a
+    broker the sequenced positions of a burst go out in one dispatch task."""
+    from unittest import mock
+
+    from realtime import tasks
+    from realtime.publishing import queue_dispatch
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.REALTIME_DISPATCH_BATCH_WINDOW = 0.05
+    published = []
+    with mock.patch.object(
+        tasks.events_dispatch_task, "apply_async", side_effect=lambda args: published.append(args)
+    ):
+        queue_dispatch([7, 8])
+        queue_dispatch([9])
+        deadline = time.monotonic() + 5
+        while not published and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+
+    assert published == [[[7, 8, 9]]]
