@@ -180,9 +180,9 @@ def publish(user_ids, rate: float, seconds: float, out: str, seed: int):
                     audience=[first, second],
                     channels=[f"user.{first}.payments", f"user.{second}.payments"],
                 )
-            # Its position (the id clients see) was assigned by the sequencer on commit.
-            event.refresh_from_db(fields=["position"])
-            commits[event.position] = (committed["at"], (first, second))
+            # Keyed by row id: its position (the id clients see) is assigned by the sequencer
+            # after commit, possibly by another process; main() maps them at the end.
+            commits[event.pk] = (committed["at"], (first, second))
             number += 1
     finally:
         connection.close()
@@ -518,16 +518,21 @@ def main() -> int:
                 break
             rss_peak = max(rss_peak, rss_kib(daphne_pid))
             time.sleep(0.5)
-        commits = {}
+        by_row = {}
         for seed in range(args.publishers):
             path = workdir / f"commits-{seed}.json"
             if path.exists():
-                commits.update(
+                by_row.update(
                     {int(k): (v[0], tuple(v[1])) for k, v in json.loads(path.read_text()).items()}
                 )
         publish_seconds = time.monotonic() - published_at
         # Let the last events arrive, then tell the clients to stop and report.
         time.sleep(3)
+        from realtime.models import Event
+
+        positions = dict(Event.objects.filter(pk__in=list(by_row)).values_list("pk", "position"))
+        unsequenced = sum(1 for pk in by_row if positions.get(pk) is None)
+        commits = {positions[pk]: value for pk, value in by_row.items() if positions.get(pk)}
         (workdir / "stop").write_text("stop")
         for process in processes[1:]:
             process.wait(timeout=max_seconds)
@@ -549,6 +554,7 @@ def main() -> int:
 
         expected = delivered = duplicates_ignored = 0
         latencies = []
+        missing = []
         for event_id, (committed_at, targets) in commits.items():
             for user_id in targets:
                 expected += 1
@@ -556,8 +562,10 @@ def main() -> int:
                 if at is not None:
                     delivered += 1
                     latencies.append((at - committed_at) * 1000)
+                else:
+                    missing.append((event_id, user_id, committed_at))
         del duplicates_ignored
-        lost = expected - delivered
+        lost = expected - delivered + 2 * unsequenced
         rows = [
             ("clients (one user each)", f"{args.clients}"),
             (
@@ -571,6 +579,7 @@ def main() -> int:
                 f"{len(commits)} in {publish_seconds:.1f} s "
                 f"({len(commits) / publish_seconds:.0f}/s, target {args.rate:g}/s)",
             ),
+            ("events left without a position", f"{unsequenced}"),
             ("deliveries expected / delivered", f"{expected} / {delivered}"),
             ("lost (after resume)", f"{lost}"),
             (
@@ -597,6 +606,17 @@ def main() -> int:
             print(f"| {name.ljust(width)} | {value} |")
         if args.json:
             Path(args.json).write_text(json.dumps(dict(rows), indent=2))
+        for event_id, user_id, committed_at in missing[:5]:
+            from realtime.models import Event
+
+            row = Event.objects.filter(position=event_id).values("channels", "published_at")
+            seen = sorted(received.get(user_id, {}))
+            print(
+                f"\nnot delivered: event {event_id} to user {user_id}, committed "
+                f"{committed_at - time.time():.1f} s from now, row {list(row)}, "
+                f"user saw {len(seen)} events, neighbours "
+                f"{[e for e in seen if abs(e - event_id) < 50]}"
+            )
         daphne_log = (workdir / "daphne.log").read_text(errors="replace")
         errors = [line for line in daphne_log.splitlines() if '"level": "error"' in line]
         if errors:

@@ -16,12 +16,14 @@ and publishes them to the channel layer, still under the lock, then releases it.
 - live messages leave the server in position order across all processes (the lock covers the
   publish), so a client that saw N live has been sent every earlier event of its channels;
 - the lock is held only for this short, batched step, never through a writer's transaction:
-  writers commit in parallel and whoever holds the lock numbers all that committed meanwhile.
+  writers commit in parallel and never wait for it; whoever holds it numbers everything that
+  committed meanwhile (so under load one pass numbers many transactions' events).
 
-The lock is a PostgreSQL session advisory lock (released in `finally`; a dead process's
-connection releases it) plus a process-local lock (the only one needed on SQLite, whose write
-lock already serialises the numbering transaction). A crash after a commit and before this
-runs leaves rows without a position; the beat sweep (`publish_unpublished`) sequences them.
+The lock is a PostgreSQL session advisory lock, only ever tried (released in `finally`; a dead
+process's connection releases it), plus a process-local lock (the only one on SQLite, whose
+write lock already serialises numbering transactions of several processes). A crash after a
+commit and before this runs leaves rows without a position; the beat sweep
+(`publish_unpublished`) sequences them.
 """
 
 import logging
@@ -41,14 +43,22 @@ BATCH = 1000
 
 @contextmanager
 def _sequencer_lock():
-    with _process_lock:
+    """Yields whether this caller holds the sequencer now (it never waits for it)."""
+    if not _process_lock.acquire(blocking=False):
+        yield False
+        return
+    try:
         if connection.vendor != "postgresql":
-            yield
+            yield True
             return
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", [_SEQUENCER_LOCK])
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_SEQUENCER_LOCK])
+            held = cursor.fetchone()[0]
+        if not held:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             try:
                 with connection.cursor() as cursor:
@@ -58,40 +68,55 @@ def _sequencer_lock():
                 # the pool does not hand out a connection in an unknown state.
                 logger.exception("sequencer unlock failed; closing the connection")
                 connection.close()
+    finally:
+        _process_lock.release()
 
 
-def events_sequence_and_publish(*, max_batches: int = 50, dispatch: bool = True) -> list[int]:
+def events_sequence_and_publish(*, max_passes: int = 50, dispatch: bool = True) -> list[int]:
     """Number every committed event without a position and publish it, in order.
 
     Runs outside any transaction of the caller's (after commit, in the sweep, in tests).
-    Idempotent: events already numbered are untouched; with nothing pending it is one read
-    under the lock. Returns the positions it assigned. A channel-layer failure is logged and
-    leaves those events unpublished for the sweep; their positions stand. Then queues the
-    dispatch (notifications, outgoing webhooks) of what was published, outside the lock."""
+    Never waits: if another process or thread holds the sequencer, it returns at once and
+    that holder numbers these events too. No event is stranded: a holder checks for
+    unnumbered events again after releasing the lock and takes it again if it finds any, and
+    a caller that found the lock taken had committed before that check (it tried the lock
+    after its commit, while the holder still held it). Idempotent; returns the positions
+    this call assigned. A channel-layer failure is logged and leaves those events
+    unpublished for the sweep; their positions stand. Then queues the dispatch
+    (notifications, outgoing webhooks) of what was published, outside the lock."""
     from realtime.publishing import publish_to_layer, queue_dispatch
 
     published: list[int] = []
     assigned: list[int] = []
-    with _sequencer_lock():
-        for _ in range(max_batches):
-            events = _sequence_batch()
-            if not events:
+    for _ in range(max_passes):
+        with _sequencer_lock() as held:
+            if not held:
                 break
-            positions = [event.position for event in events]
-            assigned.extend(positions)
-            try:
-                publish_to_layer(events)
-                published.extend(positions)
-            except Exception:
-                logger.exception(
-                    "event publish failed; the sweep publishes them again",
-                    extra={"positions": [positions[0], positions[-1]]},
-                )
-            if len(events) < BATCH:
-                break
+            while True:
+                events = _sequence_batch()
+                if not events:
+                    break
+                positions = [event.position for event in events]
+                assigned.extend(positions)
+                try:
+                    publish_to_layer(events)
+                    published.extend(positions)
+                except Exception:
+                    logger.exception(
+                        "event publish failed; the sweep publishes them again",
+                        extra={"positions": [positions[0], positions[-1]]},
+                    )
+                if len(assigned) >= BATCH * max_passes:
+                    break
+        if not _anything_pending():
+            break
     if published:
         queue_dispatch(published, dispatch=dispatch)
     return assigned
+
+
+def _anything_pending() -> bool:
+    return Event.objects.filter(position__isnull=True).exists()
 
 
 def _sequence_batch() -> list[Event]:

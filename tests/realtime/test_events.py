@@ -254,3 +254,43 @@ def test_with_a_broker_dispatch_is_handed_off_in_one_task_per_window(settings):
         time.sleep(0.1)
 
     assert published == [[[7, 8, 9]]]
+
+
+@requires_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_never_waits_for_the_sequencer_and_its_events_are_never_stranded(monkeypatch):
+    """While one caller holds the sequencer, another transaction commits an event right after
+    the holder's last read found nothing: the writer returns at once without numbering it,
+    and the holder, re-checking after it lets go, numbers and publishes it anyway."""
+    from realtime import sequencer
+    from tests.factories import HomeownerFactory
+
+    user = HomeownerFactory()
+    real_batch = sequencer._sequence_batch
+    writer = {}
+
+    def write_one_more():
+        with transaction.atomic():
+            row = emit_in_transaction_inner(user)
+        # (its on-commit sequencer call ran here and found the lock taken)
+        writer["row"] = row
+        writer["numbered_itself"] = Event.objects.get(pk=row).position is not None
+        connection.close()
+
+    def batch_then_commit_elsewhere():
+        events = real_batch()
+        if not events and "row" not in writer:
+            thread = threading.Thread(target=write_one_more)
+            thread.start()
+            thread.join(10)
+        return events
+
+    monkeypatch.setattr(sequencer, "_sequence_batch", batch_then_commit_elsewhere)
+    with transaction.atomic():
+        first = emit_in_transaction_inner(user)
+
+    assert writer["numbered_itself"] is False
+    positions = dict(Event.objects.values_list("pk", "position"))
+    assert positions[first] is not None
+    assert positions[writer["row"]] == positions[first] + 1
