@@ -235,11 +235,8 @@ async def run_clients(args) -> dict:
             sockets.add(websocket)
             state["open"] += 1
             state["max_open"] = max(state["max_open"], state["open"])
-            if first:
-                opened += 1
-                if opened == len(pairs):
-                    connected.set()
-            else:
+            counted = not first  # ready once the server confirms the subscription
+            if not first:
                 state["reconnects"] += 1
             request = {"type": "subscribe", "channels": [f"user.{user_id}.milestones"]}
             if not first and last_id is not None:
@@ -259,6 +256,13 @@ async def run_clients(args) -> dict:
                         last_id = message["id"] if last_id is None else max(last_id, message["id"])
                     elif message["type"] == "resync_required":
                         state["resync"] += 1
+                    elif message["type"] == "subscribed" and not counted:
+                        # Its default channel was joined before this reply (the consumer
+                        # joins it in connect), so events from now on reach it.
+                        counted = True
+                        opened += 1
+                        if opened == len(pairs):
+                            connected.set()
             except websockets.ConnectionClosed as closed:
                 if not stopping.is_set():
                     code = closed.rcvd.code if closed.rcvd else 1006
