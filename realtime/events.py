@@ -4,6 +4,7 @@ Domain apps import only this module of realtime (write-only)."""
 
 import logging
 from collections.abc import Iterable
+from contextlib import contextmanager
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -83,15 +84,37 @@ class _AfterCommit:
         self.callback = self._run
 
     def _run(self) -> None:
-        from realtime.sequencer import events_sequence_and_publish
-
         if getattr(connection, "_realtime_events", None) is self:
             connection._realtime_events = None
-        try:
-            events_sequence_and_publish()
-        except Exception:
-            # The sweep sequences them later; the change itself is committed and safe.
-            logger.exception("event sequencing failed")
+        if getattr(connection, "_realtime_sequencing_deferred", 0):
+            return  # sequencing_deferred() runs one pass for the whole block
+        _sequence_now()
+
+
+def _sequence_now() -> None:
+    from realtime.sequencer import events_sequence_and_publish
+
+    try:
+        events_sequence_and_publish()
+    except Exception:
+        # The sweep sequences them later; the change itself is committed and safe.
+        logger.exception("event sequencing failed")
+
+
+@contextmanager
+def sequencing_deferred():
+    """Run one sequencer pass when the block ends instead of one per transaction committed
+    inside it. For loops of small transactions (a worker processing a batch of webhooks): the
+    events still commit with each change and are published a little later, in one pass."""
+    connection._realtime_sequencing_deferred = (
+        getattr(connection, "_realtime_sequencing_deferred", 0) + 1
+    )
+    try:
+        yield
+    finally:
+        connection._realtime_sequencing_deferred -= 1
+        if not connection._realtime_sequencing_deferred and not connection.in_atomic_block:
+            _sequence_now()
 
 
 def _sequence_after_commit() -> None:

@@ -294,3 +294,33 @@ def test_a_writer_never_waits_for_the_sequencer_and_its_events_are_never_strande
     positions = dict(Event.objects.values_list("pk", "position"))
     assert positions[first] is not None
     assert positions[writer["row"]] == positions[first] + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sequencing_deferred_numbers_a_loop_of_transactions_in_one_pass_at_the_end(monkeypatch):
+    """A worker's batch of small transactions: each commits its events with its change, and
+    one sequencer pass at the end of the block numbers all of them, in order."""
+    from realtime import sequencer
+    from realtime.events import sequencing_deferred
+    from tests.factories import HomeownerFactory
+
+    user = HomeownerFactory()
+    passes = []
+    real = sequencer.events_sequence_and_publish
+
+    def counted(**kwargs):
+        passes.append(real(**kwargs))
+        return passes[-1]
+
+    monkeypatch.setattr(sequencer, "events_sequence_and_publish", counted)
+    rows = []
+    with sequencing_deferred():
+        for _ in range(3):
+            with transaction.atomic():
+                rows.append(emit_in_transaction_inner(user))
+        during = [Event.objects.get(pk=row).position for row in rows]
+    after = [Event.objects.get(pk=row).position for row in rows]
+
+    assert during == [None, None, None]
+    assert [len(assigned) for assigned in passes] == [3]
+    assert after == [after[0], after[0] + 1, after[0] + 2]
