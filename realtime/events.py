@@ -35,13 +35,19 @@ def emit(
     if not connection.in_atomic_block:
         raise RuntimeError("emit() must run inside the transaction that makes the change")
     aggregate_type, aggregate_id = aggregate
+    channel_names = list(dict.fromkeys(channels))
+    # Checked here, in the writer's transaction: a value the sequencer could not store later
+    # would hold up the numbering of every other event behind it.
+    if not all(isinstance(name, str) and 0 < len(name) <= _CHANNEL_MAX for name in channel_names):
+        raise ValueError(f"channel names must be 1-{_CHANNEL_MAX} characters: {channel_names!r}")
+    audience_ids = sorted({int(_user_id(user)) for user in audience})
     event = Event(
         type=type,
         aggregate_type=aggregate_type,
         aggregate_id=str(aggregate_id),
         data=data,
-        channels=list(dict.fromkeys(channels)),
-        audience=sorted({_user_id(user) for user in audience}),
+        channels=channel_names,
+        audience=audience_ids,
         created_at=timezone.now(),
     )
     # Plain SQL: every service emits several events per transaction, and the ORM spends more
@@ -71,6 +77,7 @@ _INSERT = (
     "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id"
 )
 _JSON = Event._meta.get_field("data")
+_CHANNEL_MAX = 100  # EventChannel.channel
 
 
 class _AfterCommit:

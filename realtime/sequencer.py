@@ -20,8 +20,8 @@ and publishes them to the channel layer, still under the lock, then releases it.
   committed meanwhile (so under load one pass numbers many transactions' events).
 
 The lock is a PostgreSQL session advisory lock, only ever tried (released in `finally`; a dead
-process's connection releases it), plus a process-local lock (the only one on SQLite, whose
-write lock already serialises numbering transactions of several processes). A crash after a
+process's connection releases it); on SQLite a process-local lock (the database's write lock
+already serialises numbering transactions of several processes). A crash after a
 commit and before this runs leaves rows without a position; the beat sweep
 (`publish_unpublished`) sequences them.
 """
@@ -43,33 +43,39 @@ BATCH = 1000
 
 @contextmanager
 def _sequencer_lock():
-    """Yields whether this caller holds the sequencer now (it never waits for it)."""
-    if not _process_lock.acquire(blocking=False):
-        yield False
-        return
-    try:
-        if connection.vendor != "postgresql":
-            yield True
-            return
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_SEQUENCER_LOCK])
-            held = cursor.fetchone()[0]
-        if not held:
+    """Yields whether this caller holds the sequencer now (it never waits for it).
+
+    PostgreSQL: a session advisory lock, which spans processes and threads (each thread has
+    its own connection) and is re-entrant within one session. SQLite: a process lock (the
+    database's write lock already orders the numbering transactions of several processes).
+    One lock only, so that whoever refused a caller is also the one that re-checks after
+    releasing it."""
+    if connection.vendor != "postgresql":
+        if not _process_lock.acquire(blocking=False):
             yield False
             return
         try:
             yield True
         finally:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEQUENCER_LOCK])
-            except Exception:
-                # The connection is broken, and the session lock went with it; make sure
-                # the pool does not hand out a connection in an unknown state.
-                logger.exception("sequencer unlock failed; closing the connection")
-                connection.close()
+            _process_lock.release()
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_SEQUENCER_LOCK])
+        held = cursor.fetchone()[0]
+    if not held:
+        yield False
+        return
+    try:
+        yield True
     finally:
-        _process_lock.release()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEQUENCER_LOCK])
+        except Exception:
+            # The connection is broken, and the session lock went with it; make sure the
+            # pool does not hand out a connection in an unknown state.
+            logger.exception("sequencer unlock failed; closing the connection")
+            connection.close()
 
 
 def events_sequence_and_publish(*, max_passes: int = 50, dispatch: bool = True) -> list[int]:
@@ -115,6 +121,12 @@ def events_sequence_and_publish(*, max_passes: int = 50, dispatch: bool = True) 
     return assigned
 
 
+def _user_table() -> str:
+    from django.contrib.auth import get_user_model
+
+    return connection.ops.quote_name(get_user_model()._meta.db_table)
+
+
 def _anything_pending() -> bool:
     return Event.objects.filter(position__isnull=True).exists()
 
@@ -146,8 +158,11 @@ def _sequence_batch() -> list[Event]:
                 channel_rows,
             )
         if recipient_rows:
+            # Only users that exist: a user deleted between the emit and this step must not
+            # fail the numbering of everyone's events (the row keeps its audience list).
             cursor.executemany(
-                "INSERT INTO realtime_eventrecipient (event_id, user_id) VALUES (%s, %s)",
+                "INSERT INTO realtime_eventrecipient (event_id, user_id) "  # noqa: S608
+                f"SELECT %s, id FROM {_user_table()} WHERE id = %s",
                 recipient_rows,
             )
     return pending

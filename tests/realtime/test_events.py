@@ -324,3 +324,27 @@ def test_sequencing_deferred_numbers_a_loop_of_transactions_in_one_pass_at_the_e
     assert during == [None, None, None]
     assert [len(assigned) for assigned in passes] == [3]
     assert after == [after[0], after[0] + 1, after[0] + 2]
+
+
+def test_emit_refuses_a_channel_name_the_index_cannot_hold_and_writes_nothing(homeowner):
+    with pytest.raises(ValueError), transaction.atomic():
+        emit("x.y", {}, aggregate=("p", 1), audience=[homeowner.user], channels=["c" * 101])
+
+    assert not Event.objects.exists()
+
+
+def test_a_recipient_deleted_before_sequencing_does_not_hold_up_anyone_elses_events(homeowner):
+    from tests.factories import HomeownerFactory
+
+    leaving = HomeownerFactory()
+    gone = emit_uncommitted_callbacks(leaving)
+    kept = emit_uncommitted_callbacks(homeowner.user)
+    leaving.delete()  # (its audience entry stays in the event row, the audit trail)
+
+    assigned = events_sequence_and_publish()
+    gone.refresh_from_db()
+    kept.refresh_from_db()
+
+    assert assigned == [gone.position, kept.position]
+    assert not EventRecipient.objects.filter(event_id=gone.position).exists()
+    assert EventRecipient.objects.filter(event_id=kept.position, user=homeowner.user).exists()
