@@ -228,6 +228,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=5),
     },
     "payments-reconcile": {"task": "payments.reconcile", "schedule": timedelta(hours=1)},
+    "billing-payment-due-reminders": {
+        "task": "billing.payment_due_reminders_send",
+        "schedule": timedelta(hours=1),
+    },
     "payments-methods-expiry": {
         "task": "payments.payment_methods_expiry",
         "schedule": timedelta(hours=24),
@@ -283,6 +287,9 @@ PLATFORM_FEE_PERCENT = env.str("PLATFORM_FEE_PERCENT", default="5")
 # Balance rows per shared ledger account (gateway, revenue, expense): postings pick one at
 # random so parallel transactions do not serialise on one row lock (escrow.models).
 LEDGER_BALANCE_SLOTS = env.int("LEDGER_BALANCE_SLOTS", default=16)
+# Homeowners are reminded this many days before an unfunded milestone's due date (and once
+# when it has passed).
+PAYMENT_DUE_REMINDER_DAYS = env.int("PAYMENT_DUE_REMINDER_DAYS", default=3)
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 # The portal's payment-methods page uses Stripe Elements when this is set (and the gateway is
 # stripe); the CSP then allows js.stripe.com.
