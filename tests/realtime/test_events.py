@@ -348,3 +348,35 @@ def test_a_recipient_deleted_before_sequencing_does_not_hold_up_anyone_elses_eve
     assert assigned == [gone.position, kept.position]
     assert not EventRecipient.objects.filter(event_id=gone.position).exists()
     assert EventRecipient.objects.filter(event_id=kept.position, user=homeowner.user).exists()
+
+
+def test_a_channel_layer_failure_keeps_the_position_and_the_sweep_publishes_it(
+    homeowner, monkeypatch
+):
+    """The numbering commits before the publish; if the layer refuses, the event keeps its
+    position, nothing is dispatched yet, and the sweep publishes and dispatches it later."""
+    from realtime import publishing
+
+    real_publish = publishing.publish_to_layer
+    sent = []
+
+    def refuse(events):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(publishing, "publish_to_layer", refuse)
+    event = emit_in_transaction(homeowner.user, type="payment.failed")
+    assert event.position is not None
+    assert event.published_at is None and event.dispatched_at is None
+
+    def record(events):
+        sent.extend(e.position for e in events)
+        real_publish(events)
+
+    monkeypatch.setattr(publishing, "publish_to_layer", record)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        published = publish_unpublished(older_than=timedelta(0))
+    event.refresh_from_db()
+
+    assert published == 1
+    assert sent == [event.position]
+    assert event.published_at is not None and event.dispatched_at is not None
