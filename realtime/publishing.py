@@ -45,8 +45,6 @@ def queue_dispatch(positions: list[int], *, dispatch: bool = True) -> None:
     if not dispatch:
         events_mark_published(event_ids=positions)
         return
-    from realtime.tasks import events_dispatch_task
-
     if not settings.CELERY_TASK_ALWAYS_EAGER and settings.REALTIME_DISPATCH_BATCH_WINDOW > 0:
         # With a broker: one task per few milliseconds for every process's events, off the
         # committing request's path (a lost buffer is found by the dispatch sweep).
@@ -55,7 +53,7 @@ def queue_dispatch(positions: list[int], *, dispatch: bool = True) -> None:
     try:
         # Marking them published is the task's first step: one write fewer on the
         # committing request's path.
-        events_dispatch_task.delay(positions)
+        _dispatch_task().delay(positions)
     except Exception:
         logger.exception(
             "event dispatch enqueue failed; the sweep publishes them again",
@@ -80,9 +78,7 @@ _dispatch_batcher = TaskBatcher(
 def publish_events(positions: list[int], *, dispatch: bool = True) -> int:
     """Publish already sequenced events again (the sweep): channel layer, then dispatch.
     Runs outside any transaction. Raises what the channel layer raises."""
-    events = list(
-        Event.objects.filter(position__in=positions, position__isnull=False).order_by("position")
-    )
+    events = list(Event.objects.filter(position__in=positions).order_by("position"))
     if not events:
         return 0
     publish_to_layer(events)

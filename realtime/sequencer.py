@@ -183,15 +183,15 @@ def _pending(cursor) -> list[Event]:
     rows = cursor.fetchall()
     if not rows:
         return []
-    converters = connection.ops.get_db_converters
     json_field = Event._meta.get_field("data")
     date_field = Event._meta.get_field("created_at")
+    date_converters = connection.ops.get_db_converters(date_field.get_col(Event._meta.db_table))
     events = []
     for row in rows:
         values = list(row)
         for index in (4, 5, 6):
             values[index] = json_field.from_db_value(values[index], None, connection)
-        for converter in converters(date_field.get_col(Event._meta.db_table)):
+        for converter in date_converters:
             values[7] = converter(values[7], None, connection)
         events.append(Event.from_db(connection.alias, _FIELDS, values))
     return events
