@@ -29,81 +29,125 @@ Kind = LedgerAccount.Kind
 # building each statement, which was most of a posting's cost (bench/ledger.py, PERFORMANCE.md).
 _ACCOUNT_FIELDS = ["id", "code", "kind", "currency", "balance", "is_restricted"]
 _ACCOUNT_FIELDS += ["milestone_id", "user_id"]
-_FIND_ACCOUNT = (
+_FIND_ACCOUNTS = (
     "SELECT id, code, kind, currency, balance, is_restricted, milestone_id, user_id "
-    "FROM escrow_ledgeraccount WHERE code = %s AND currency = %s"
+    "FROM escrow_ledgeraccount WHERE (code, currency) IN ({})"
 )
-
-
-def _find_account(code: str, currency: str) -> LedgerAccount | None:
-    with connection.cursor() as cursor:
-        cursor.execute(_FIND_ACCOUNT, [code, currency])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    # Same as the ORM would build (created_at is left deferred).
-    return LedgerAccount.from_db(connection.alias, _ACCOUNT_FIELDS, row)
-
-
-_CREATE_ACCOUNT = (
+_CREATE_ACCOUNTS = (
     "INSERT INTO escrow_ledgeraccount (code, kind, currency, balance, is_restricted, "
-    "milestone_id, user_id, created_at) VALUES (%s, %s, %s, 0, %s, %s, %s, %s) "
-    "ON CONFLICT (code, currency) DO NOTHING RETURNING id"
+    "milestone_id, user_id, created_at) VALUES {} "
+    "ON CONFLICT (code, currency) DO NOTHING "
+    "RETURNING id, code, kind, currency, balance, is_restricted, milestone_id, user_id"
 )
 
 
-def _account(
-    *, code: str, kind: str, currency: str, milestone=None, user_id: int | None = None
-) -> LedgerAccount:
-    account = _find_account(code, currency)
-    if account is not None:
-        return account
-    # Insert-or-nothing instead of insert-and-catch: no savepoint, and a transaction that
-    # created the same account concurrently is waited for, then read.
-    is_restricted = kind in LedgerAccount.RESTRICTED
-    milestone_id = milestone.pk if milestone is not None else None
-    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+@dataclass(frozen=True)
+class AccountSpec:
+    """Which account a leg needs: found by (code, currency), created with the rest if missing."""
+
+    code: str
+    kind: str
+    currency: str
+    milestone_id: int | None = None
+    user_id: int | None = None
+
+
+def _find_accounts(specs) -> dict[tuple[str, str], LedgerAccount]:
+    keys = list(dict.fromkeys((spec.code, spec.currency) for spec in specs))
     with connection.cursor() as cursor:
         cursor.execute(
-            _CREATE_ACCOUNT,
-            [code, kind, currency, is_restricted, milestone_id, user_id, created_at],
+            _FIND_ACCOUNTS.format(", ".join(["(%s, %s)"] * len(keys))),
+            [value for key in keys for value in key],
         )
-        row = cursor.fetchone()
-    if row is None:
-        return _find_account(code, currency)
-    values = [row[0], code, kind, currency, 0, is_restricted, milestone_id, user_id]
-    return LedgerAccount.from_db(connection.alias, _ACCOUNT_FIELDS, values)
+        return _from_rows(cursor.fetchall())
+
+
+def _from_rows(rows) -> dict[tuple[str, str], LedgerAccount]:
+    # Same as the ORM would build (created_at is left deferred).
+    found = (LedgerAccount.from_db(connection.alias, _ACCOUNT_FIELDS, row) for row in rows)
+    return {(account.code, account.currency): account for account in found}
+
+
+def accounts(*specs: AccountSpec, found: dict | None = None) -> list[LedgerAccount]:
+    """The accounts for `specs`, in order, in one query (and one more that creates any that do
+    not exist yet). `found` is a lookup from `_find_accounts` made in this transaction."""
+    if found is None:
+        found = _find_accounts(specs)
+    missing = {(s.code, s.currency): s for s in specs if (s.code, s.currency) not in found}
+    missing = list(missing.values())
+    if missing:
+        # Insert-or-nothing instead of insert-and-catch: no savepoint, and a transaction that
+        # created the same account concurrently is waited for, then read.
+        created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+        values = []
+        for spec in missing:
+            values += [spec.code, spec.kind, spec.currency, spec.kind in LedgerAccount.RESTRICTED]
+            values += [spec.milestone_id, spec.user_id, created_at]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CREATE_ACCOUNTS.format(
+                    ", ".join(["(%s, %s, %s, 0, %s, %s, %s, %s)"] * len(missing))
+                ),
+                values,
+            )
+            rows = cursor.fetchall()
+        found = {**found, **_from_rows(rows)}
+        if len(rows) < len(missing):  # a parallel transaction created some of them just now
+            found = {**found, **_find_accounts(missing)}
+    return [found[(spec.code, spec.currency)] for spec in specs]
+
+
+def gateway_spec(provider: str, currency: str) -> AccountSpec:
+    return AccountSpec(f"gateway:{provider}", Kind.GATEWAY, currency)
+
+
+def escrow_spec(milestone: Milestone) -> AccountSpec:
+    return AccountSpec(
+        f"escrow:milestone:{milestone.pk}",
+        Kind.ESCROW,
+        milestone.project.currency,
+        milestone_id=milestone.pk,
+    )
+
+
+def payable_spec(user_id: int, currency: str) -> AccountSpec:
+    return AccountSpec(f"payable:user:{user_id}", Kind.PAYABLE, currency, user_id=user_id)
+
+
+def in_transit_spec(currency: str) -> AccountSpec:
+    return AccountSpec("payout:in_transit", Kind.PAYOUT_IN_TRANSIT, currency)
+
+
+def revenue_spec(currency: str) -> AccountSpec:
+    return AccountSpec("revenue:fees", Kind.REVENUE, currency)
+
+
+def gateway_fee_spec(currency: str) -> AccountSpec:
+    return AccountSpec("expense:gateway_fees", Kind.EXPENSE, currency)
 
 
 def gateway_account(provider: str, currency: str) -> LedgerAccount:
-    return _account(code=f"gateway:{provider}", kind=Kind.GATEWAY, currency=currency)
+    return accounts(gateway_spec(provider, currency))[0]
 
 
 def escrow_account(milestone: Milestone) -> LedgerAccount:
-    return _account(
-        code=f"escrow:milestone:{milestone.pk}",
-        kind=Kind.ESCROW,
-        currency=milestone.project.currency,
-        milestone=milestone,
-    )
+    return accounts(escrow_spec(milestone))[0]
 
 
 def payable_account(user_id: int, currency: str) -> LedgerAccount:
-    return _account(
-        code=f"payable:user:{user_id}", kind=Kind.PAYABLE, currency=currency, user_id=user_id
-    )
+    return accounts(payable_spec(user_id, currency))[0]
 
 
 def in_transit_account(currency: str) -> LedgerAccount:
-    return _account(code="payout:in_transit", kind=Kind.PAYOUT_IN_TRANSIT, currency=currency)
+    return accounts(in_transit_spec(currency))[0]
 
 
 def revenue_account(currency: str) -> LedgerAccount:
-    return _account(code="revenue:fees", kind=Kind.REVENUE, currency=currency)
+    return accounts(revenue_spec(currency))[0]
 
 
 def gateway_fee_account(currency: str) -> LedgerAccount:
-    return _account(code="expense:gateway_fees", kind=Kind.EXPENSE, currency=currency)
+    return accounts(gateway_fee_spec(currency))[0]
 
 
 # --- Posting ----------------------------------------------------------------------------------
@@ -163,60 +207,104 @@ def post_entry(
         party_id=party_id,
         created_at=timezone.now(),
     )
+    # Accounts in ascending id order, the one order every posting takes them in, so two
+    # postings sharing accounts wait for each other instead of deadlocking (one slot per
+    # account, so slot rows are taken in that order too). Restricted accounts: their one row,
+    # where the CHECK refuses an overdraft. Shared ones: a random slot, so parallel postings
+    # rarely wait for each other's commit.
+    changes = []  # (account id, delta, slot or None)
+    for account_id in sorted(per_account):
+        delta = per_account[account_id] * accounts[account_id].normal_sign
+        if delta:
+            slot = None
+            if not accounts[account_id].is_restricted:
+                slot = random.randrange(settings.LEDGER_BALANCE_SLOTS)
+            changes.append((account_id, delta, slot))
+    write = _write_pg if connection.vendor == "postgresql" else _write_portable
+    entry.pk = write(entry, legs, changes)
+    if entry.pk is None:  # the reference was posted already (maybe by a parallel transaction)
+        return Posted(entry=JournalEntry.objects.get(reference=reference), created=False)
+    entry._state.adding = False
+    entry._state.db = connection.alias
+    return Posted(entry=entry, created=True)
+
+
+def _overdraft(entry: JournalEntry) -> InsufficientFunds:
+    return InsufficientFunds(f"Posting {entry.reference} would overdraw a restricted account.")
+
+
+def _entry_row(entry: JournalEntry) -> list:
+    return [
+        entry.reference,
+        entry.kind,
+        entry.currency,
+        entry.amount,
+        entry.memo,
+        entry.project_id,
+        entry.milestone_id,
+        entry.party_id,
+        connection.ops.adapt_datetimefield_value(entry.created_at),
+    ]
+
+
+# PostgreSQL: one round trip. escrow_post_entry() (migration 0006) inserts the entry, its
+# postings and the balance changes inside its own subtransaction, and returns the entry's id,
+# NULL when the reference exists already, or -1 when a restricted account's CHECK refused the
+# overdraft (nothing of the entry is left then, and the caller's transaction carries on). The
+# deferred triggers of migration 0002 still check every entry at commit.
+_POST_ENTRY_PG = (
+    "SELECT escrow_post_entry(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[])"
+)
+
+
+def _write_pg(entry: JournalEntry, legs, changes) -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _POST_ENTRY_PG,
+            [
+                *_entry_row(entry),
+                [account.pk for account, _ in legs],
+                [amount for _, amount in legs],
+                [account_id for account_id, _, _ in changes],
+                [delta for _, delta, _ in changes],
+                [slot for _, _, slot in changes],
+            ],
+        )
+        entry_id = cursor.fetchone()[0]
+    if entry_id == -1:
+        raise _overdraft(entry)
+    return entry_id
+
+
+def _write_portable(entry: JournalEntry, legs, changes) -> int | None:
+    # One savepoint for the entry, its legs and the balances: a duplicate reference or a
+    # refused overdraft leaves nothing of this entry behind, even when the caller catches the
+    # error and carries on with its transaction.
     try:
-        # One savepoint for the entry, its legs and the balances: a duplicate reference or a
-        # refused overdraft leaves nothing of this entry behind, even when the caller catches
-        # the error and carries on with its transaction.
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                _INSERT_ENTRY,
-                [
-                    entry.reference,
-                    entry.kind,
-                    entry.currency,
-                    entry.amount,
-                    entry.memo,
-                    entry.project_id,
-                    entry.milestone_id,
-                    entry.party_id,
-                    connection.ops.adapt_datetimefield_value(entry.created_at),
-                ],
-            )
-            entry.pk = cursor.fetchone()[0]
+            cursor.execute(_INSERT_ENTRY, _entry_row(entry))
+            entry_id = cursor.fetchone()[0]
             cursor.execute(
                 _INSERT_POSTINGS + ", ".join(["(%s, %s, %s, %s)"] * len(legs)),
                 [
                     value
                     for account, amount in legs
-                    for value in (entry.pk, account.pk, amount, currency)
+                    for value in (entry_id, account.pk, amount, entry.currency)
                 ],
             )
-            # Accounts in ascending id order, the one order every posting takes them in, so
-            # two postings sharing accounts wait for each other instead of deadlocking (one
-            # slot per account, so slot rows are taken in that order too). Restricted
-            # accounts: their one row, where the CHECK refuses an overdraft. Shared ones: a
-            # random slot, so parallel postings rarely wait for each other's commit.
-            for account_id in sorted(per_account):
-                delta = per_account[account_id] * accounts[account_id].normal_sign
-                if not delta:
-                    continue
-                if accounts[account_id].is_restricted:
+            for account_id, delta, slot in changes:
+                if slot is None:
                     cursor.execute(_ADD_TO_BALANCE, [delta, account_id])
                 else:
-                    slot = random.randrange(settings.LEDGER_BALANCE_SLOTS)
                     cursor.execute(_ADD_TO_SLOT, [account_id, slot, delta])
     except IntegrityError as exc:
-        existing = JournalEntry.objects.filter(reference=reference).first()
-        if existing is not None:
-            return Posted(entry=existing, created=False)
         if "ledger_restricted_not_negative" in str(exc):
-            raise InsufficientFunds(
-                f"Posting {reference} would overdraw a restricted account."
-            ) from exc
+            raise _overdraft(entry) from exc
+        if JournalEntry.objects.filter(reference=entry.reference).exists():
+            return None
         raise
-    entry._state.adding = False
-    entry._state.db = connection.alias
-    return Posted(entry=entry, created=True)
+    return entry_id
 
 
 def _validate(*, currency: str, legs: list[tuple[LedgerAccount, int]]) -> None:
@@ -245,15 +333,14 @@ def credit(account: LedgerAccount, amount: int) -> tuple[LedgerAccount, int]:
 
 def post_funding(*, milestone: Milestone, amount: int, provider: str, reference: str) -> Posted:
     """Funding succeeded: Dr gateway:<provider> / Cr escrow:milestone:<id>."""
-    currency = milestone.project.currency
+    gateway, escrow = accounts(
+        gateway_spec(provider, milestone.project.currency), escrow_spec(milestone)
+    )
     return post_entry(
         reference=f"fund:{reference}",
         kind=JournalEntry.Kind.FUND,
-        currency=currency,
-        legs=[
-            debit(gateway_account(provider, currency), amount),
-            credit(escrow_account(milestone), amount),
-        ],
+        currency=escrow.currency,
+        legs=[debit(gateway, amount), credit(escrow, amount)],
         milestone=milestone,
         party_id=milestone.project.homeowner_id,
     )
@@ -266,8 +353,21 @@ def post_settlement(
     payable (minus the fee, which goes to revenue) and the rest back to the gateway (refund).
     Used for a release (release_amount == escrow), a refund (0) and a split (in between)."""
     currency = milestone.project.currency
-    escrow = escrow_account(milestone)
-    held = escrow.balance  # read just now by escrow_account(), under the milestone's lock
+    # Every account this settlement may touch, in one query; only the ones it uses are created.
+    specs = {
+        "escrow": escrow_spec(milestone),
+        "payable": payable_spec(milestone.project.contractor_id, currency),
+        "revenue": revenue_spec(currency),
+    }
+    if milestone.funded_via:
+        specs["gateway"] = gateway_spec(milestone.funded_via, currency)
+    found = _find_accounts(specs.values())
+
+    def account(name: str) -> LedgerAccount:
+        return accounts(specs[name], found=found)[0]
+
+    escrow = account("escrow")
+    held = escrow.balance  # read just now, under the milestone's lock
     refund_amount = held - release_amount
     if not 0 <= release_amount <= held or not 0 <= fee <= release_amount:
         raise InsufficientFunds(
@@ -276,13 +376,13 @@ def post_settlement(
     legs = [debit(escrow, held)]
     payout = release_amount - fee
     if payout:
-        legs.append(credit(payable_account(milestone.project.contractor_id, currency), payout))
+        legs.append(credit(account("payable"), payout))
     if fee:
-        legs.append(credit(revenue_account(currency), fee))
+        legs.append(credit(account("revenue"), fee))
     if refund_amount:
         if not milestone.funded_via:
             raise UnbalancedEntry(f"milestone {milestone.pk} holds money but has no gateway")
-        legs.append(credit(gateway_account(milestone.funded_via, currency), refund_amount))
+        legs.append(credit(account("gateway"), refund_amount))
     return post_entry(
         reference=reference,
         kind=kind,
@@ -295,14 +395,12 @@ def post_settlement(
 
 def post_payout_started(*, payout_reference: str, user_id: int, amount: int, currency: str):
     """A payout to a contractor was sent: Dr payable:user:<id> / Cr payout:in_transit."""
+    payable, in_transit = accounts(payable_spec(user_id, currency), in_transit_spec(currency))
     return post_entry(
         reference=f"payout:{payout_reference}",
         kind=JournalEntry.Kind.PAYOUT_STARTED,
         currency=currency,
-        legs=[
-            debit(payable_account(user_id, currency), amount),
-            credit(in_transit_account(currency), amount),
-        ],
+        legs=[debit(payable, amount), credit(in_transit, amount)],
         party_id=user_id,
     )
 
@@ -311,28 +409,24 @@ def post_payout_paid(
     *, payout_reference: str, user_id: int, amount: int, currency: str, provider: str
 ):
     """The gateway paid it: Dr payout:in_transit / Cr gateway:<provider>."""
+    in_transit, gateway = accounts(in_transit_spec(currency), gateway_spec(provider, currency))
     return post_entry(
         reference=f"payout-paid:{payout_reference}",
         kind=JournalEntry.Kind.PAYOUT_PAID,
         currency=currency,
-        legs=[
-            debit(in_transit_account(currency), amount),
-            credit(gateway_account(provider, currency), amount),
-        ],
+        legs=[debit(in_transit, amount), credit(gateway, amount)],
         party_id=user_id,
     )
 
 
 def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, currency: str):
     """A sent payout failed: the money is owed to the contractor again."""
+    in_transit, payable = accounts(in_transit_spec(currency), payable_spec(user_id, currency))
     return post_entry(
         reference=f"payout-failed:{payout_reference}",
         kind=JournalEntry.Kind.PAYOUT_FAILED,
         currency=currency,
-        legs=[
-            debit(in_transit_account(currency), amount),
-            credit(payable_account(user_id, currency), amount),
-        ],
+        legs=[debit(in_transit, amount), credit(payable, amount)],
         party_id=user_id,
     )
 

@@ -272,14 +272,14 @@ def milestone_refund_partial(
         )
     currency = milestone.project.currency
     previous_balance = project_escrow_balance(milestone.project_id)
+    escrow, gateway = ledger.accounts(
+        ledger.escrow_spec(milestone), ledger.gateway_spec(provider, currency)
+    )
     posted = ledger.post_entry(
         reference=f"refund:{reference}",
         kind=JournalEntry.Kind.REFUND,
         currency=currency,
-        legs=[
-            ledger.debit(ledger.escrow_account(milestone), amount),
-            ledger.credit(ledger.gateway_account(provider, currency), amount),
-        ],
+        legs=[ledger.debit(escrow, amount), ledger.credit(gateway, amount)],
         milestone=milestone,
         party_id=milestone.project.homeowner_id,
         memo=f"partial refund {reference}",

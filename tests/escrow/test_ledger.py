@@ -3,11 +3,13 @@ no overdraft of a restricted account (the database CHECK), and check_ledger's ve
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from escrow import invariants, ledger
 from escrow.exceptions import InsufficientFunds, UnbalancedEntry
 from escrow.models import JournalEntry, LedgerAccount, LedgerBalanceSlot, Milestone, Posting
+from tests.conftest import requires_postgres
 from tests.escrow.factories import MilestoneFactory, fund
 
 pytestmark = pytest.mark.django_db
@@ -167,3 +169,24 @@ def test_check_ledger_fails_on_a_slot_of_a_restricted_account():
     LedgerBalanceSlot.objects.create(account=ledger.escrow_account(milestone), slot=0, amount=0)
 
     assert "1 balance slots on restricted accounts" in invariants.violations()
+
+
+@requires_postgres
+@pytest.mark.postgres
+def test_on_postgresql_an_entry_is_written_in_one_round_trip():
+    """The posting itself (entry, legs, balances) is one call of escrow_post_entry() on
+    PostgreSQL (migration 0006); losing that would double the ledger's cost per entry
+    (docs/PERFORMANCE.md). The written rows are the same as on the portable path."""
+    _, gateway, escrow = accounts()
+    legs = [ledger.debit(gateway, 700), ledger.credit(escrow, 700)]
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        posted = ledger.post_entry(reference="one-trip", kind="fund", currency="usd", legs=legs)
+
+    assert [q["sql"].split("(")[0] for q in queries.captured_queries] == [
+        "SELECT escrow_post_entry"
+    ]
+    assert sorted(posted.entry.postings.values_list("account_id", "amount")) == sorted(
+        [(gateway.pk, 700), (escrow.pk, -700)]
+    )
+    assert ledger.balance(gateway) == 700 and ledger.balance(escrow) == 700

@@ -148,6 +148,90 @@ def test_a_posting_added_later_to_a_balanced_entry_fails_at_commit(funded_entry)
 @requires_postgres
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_posting_added_to_an_entry_posted_in_the_same_transaction_fails_at_commit(
+    funded_entry,
+):
+    """post_entry's postings queue no check of their own (the entry's check covers them); a
+    posting added by raw SQL afterwards must still be caught by that entry check."""
+    gateway = ledger.gateway_account("sandbox", "usd")
+    revenue = ledger.revenue_account("usd")
+    before = ledger_snapshot()
+
+    with (
+        pytest.raises(IntegrityError, match="not balanced"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        posted = ledger.post_entry(
+            reference="fresh",
+            kind="adjustment",
+            currency="usd",
+            legs=[ledger.debit(gateway, 100), ledger.credit(revenue, 100)],
+        )
+        insert_posting(cursor, entry_id=posted.entry.pk, account=revenue, amount=-5)
+
+    assert ledger_snapshot() == before
+
+
+@requires_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_posting_added_after_the_entry_was_checked_early_still_fails_at_commit(funded_entry):
+    """SET CONSTRAINTS ... IMMEDIATE runs the fresh entry's check before the commit; a posting
+    added after that must queue a check of its own (the skip ends when the entry's check
+    runs), or the entry would commit unbalanced."""
+    gateway = ledger.gateway_account("sandbox", "usd")
+    revenue = ledger.revenue_account("usd")
+    before = ledger_snapshot()
+
+    with (
+        pytest.raises(IntegrityError, match="not balanced"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        posted = ledger.post_entry(
+            reference="checked-early",
+            kind="adjustment",
+            currency="usd",
+            legs=[ledger.debit(gateway, 100), ledger.credit(revenue, 100)],
+        )
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the entry's check runs, and passes
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        insert_posting(cursor, entry_id=posted.entry.pk, account=revenue, amount=-5)
+
+    assert ledger_snapshot() == before
+
+
+@requires_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_multi_leg_settlement_undoes_the_legs_already_applied(funded_entry):
+    """escrow_post_entry applies balance changes one by one in account order; when a later
+    restricted account refuses, the earlier changes (and the entry) are undone with it."""
+    escrow = LedgerAccount.objects.get(kind="escrow")
+    contractor = ContractorFactory()
+    payable = ledger.payable_account(contractor.pk, "usd")
+    gateway = ledger.gateway_account("sandbox", "usd")
+    before = ledger_snapshot()
+    # payable was created after escrow, so it comes second: escrow's -500 applies, then the
+    # payable's overdraft is refused.
+    legs = [
+        ledger.debit(escrow, 500),
+        ledger.credit(gateway, 500),
+        ledger.debit(payable, 1),
+        ledger.credit(gateway, 1),
+    ]
+
+    with transaction.atomic(), pytest.raises(InsufficientFunds):
+        ledger.post_entry(reference="two-legs", kind="adjustment", currency="usd", legs=legs)
+
+    assert ledger_snapshot() == before
+    assert ledger.balance(escrow) == 40_000
+
+
+@requires_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("account_currency", "posting_currency"),
     [
