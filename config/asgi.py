@@ -9,12 +9,22 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from payments import ingest  # noqa: E402
 from realtime.auth import WebSocketAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
+
+async def http_app(scope, receive, send):
+    """Gateway webhooks take the lean path of payments.ingest (same answers as the Django
+    views, without Django's request cycle); everything else is Django."""
+    if scope["path"] in ingest.PATHS:
+        return await ingest.asgi_app(scope, receive, send)
+    return await django_asgi_app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -1,42 +1,38 @@
-"""Incoming gateway webhooks. Lean on purpose (the benchmark measures this path): read the
-body, verify, one INSERT, one enqueue, answer. No session, no CSRF (the signature is the
-authentication), no DRF."""
+"""Incoming gateway webhooks through Django (the test client, `runserver`, any server that does
+not use config.asgi). Served by Daphne, config.asgi sends these two paths to
+payments.ingest.asgi_app instead, which gives the same answers without Django's request cycle;
+both call payments.ingest.answer(). No session, no CSRF (the signature is the authentication),
+no DRF."""
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from common.api.exceptions import json_error
-from payments.exceptions import WebhookRejected
-from payments.services.webhooks import webhook_receive
+from payments import ingest
 
-_OK = b'{"received":true}'
-_DUPLICATE = b'{"received":true,"duplicate":true}'
+
+def _respond(status_and_payload: tuple[int, bytes]) -> HttpResponse:
+    status, payload = status_and_payload
+    response = HttpResponse(payload, status=status, content_type="application/json")
+    if status == 405:
+        response["Allow"] = "POST"
+    return response
 
 
 def _receive(request, provider: str):
     if request.method != "POST":
-        return JsonResponse(
-            {"error": {"code": "method_not_allowed", "message": "POST only."}}, status=405
-        )
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > settings.PAYMENTS_WEBHOOK_MAX_BYTES:
-        return json_error(400, "webhook_rejected", "The body is too large.")
+        return _respond(ingest.NOT_ALLOWED)
+    if ingest.too_large(request.META.get("CONTENT_LENGTH")):
+        return _respond(ingest.TOO_LARGE)
     try:
         body = request.body
     except RequestDataTooBig:
-        return json_error(400, "webhook_rejected", "The body is too large.")
-    try:
-        _, created = webhook_receive(
-            provider=provider, body=body, signature_header=request.headers.get("Stripe-Signature")
+        return _respond(ingest.TOO_LARGE)
+    return _respond(
+        ingest.answer(
+            provider=provider, body=body, signature=request.headers.get("Stripe-Signature")
         )
-    except WebhookRejected as exc:
-        return json_error(400, exc.code, exc.message)
-    return HttpResponse(_OK if created else _DUPLICATE, content_type="application/json")
+    )
 
 
 @csrf_exempt

@@ -1,5 +1,8 @@
 """POST /webhooks/<provider>/: 2xx once stored, duplicates 2xx with no second effect, and 400
-with nothing stored for anything not signed correctly or not an event."""
+with nothing stored for anything not signed correctly or not an event.
+
+Every test runs twice: through the Django views (the test client) and through the lean ASGI
+path that Daphne serves (config.asgi -> payments.ingest.asgi_app), which must answer alike."""
 
 import time
 from unittest import mock
@@ -7,9 +10,17 @@ from unittest import mock
 import pytest
 
 from payments.models import WebhookEvent
-from tests.payments.helpers import event_body, post_webhook, signed
+from tests.payments.helpers import AsgiClient, event_body, post_webhook, signed
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["django-view", "asgi-path"])
+def anonymous(request):
+    """The sender: Django's test client, or the ASGI application as Daphne calls it."""
+    from rest_framework.test import APIClient
+
+    return APIClient() if request.param == "django-view" else AsgiClient()
 
 
 def unknown_event(event_id="evt_1"):
@@ -125,5 +136,76 @@ def test_the_sandbox_secret_does_not_open_the_stripe_endpoint(anonymous, setting
 
 
 def test_get_is_not_allowed(anonymous):
-    assert anonymous.get("/webhooks/sandbox/").status_code == 405
+    response = anonymous.get("/webhooks/sandbox/")
+
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
     assert WebhookEvent.objects.count() == 0
+
+
+def test_a_declared_oversized_body_is_400_before_it_is_read(settings):
+    settings.PAYMENTS_WEBHOOK_MAX_BYTES = 1024
+    body = unknown_event()
+
+    response = AsgiClient().post(
+        "/webhooks/sandbox/", body, CONTENT_LENGTH=10**9, HTTP_STRIPE_SIGNATURE=signed(body)
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "The body is too large."
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_an_oversized_chunked_body_without_a_length_is_400(settings):
+    """No Content-Length: the ASGI path stops buffering once the limit is passed."""
+    settings.PAYMENTS_WEBHOOK_MAX_BYTES = 1024
+    body = event_body("evt_big", "customer.created", {"id": "c", "pad": "x" * 5000})
+
+    response = AsgiClient(chunk=512).post(
+        "/webhooks/sandbox/", body, chunked=True, HTTP_STRIPE_SIGNATURE=signed(body)
+    )
+
+    assert response.status_code == 400
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_a_chunked_body_under_the_limit_is_stored():
+    body = unknown_event("evt_chunked")
+
+    response = AsgiClient(chunk=16).post(
+        "/webhooks/sandbox/", body, chunked=True, HTTP_STRIPE_SIGNATURE=signed(body)
+    )
+
+    assert response.status_code == 200, response.content
+    assert WebhookEvent.objects.get().event_id == "evt_chunked"
+
+
+def test_the_asgi_path_answers_500_and_stores_nothing_when_the_database_fails():
+    body = unknown_event()
+
+    with mock.patch("payments.services.webhooks._insert_sql", side_effect=RuntimeError("down")):
+        response = AsgiClient().post("/webhooks/sandbox/", body, HTTP_STRIPE_SIGNATURE=signed(body))
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_other_paths_still_go_to_django():
+    """Only the two exact webhook paths take the lean path; the rest is Django's."""
+    response = AsgiClient().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.headers.get("x-frame-options") == "DENY"  # Django's middleware ran
+
+
+def test_under_asgi_webhooks_never_enter_the_django_request_cycle():
+    """The lean path is what Daphne serves (bench/webhooks.py measures it): a delivery is
+    stored without Django's handler, middleware or URL resolver being called."""
+    body = unknown_event("evt_lean")
+
+    with mock.patch("config.asgi.django_asgi_app", side_effect=AssertionError("Django ran")):
+        response = AsgiClient().post("/webhooks/sandbox/", body, HTTP_STRIPE_SIGNATURE=signed(body))
+
+    assert response.status_code == 200, response.content
+    assert WebhookEvent.objects.get().event_id == "evt_lean"
