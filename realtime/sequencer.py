@@ -112,7 +112,10 @@ def events_sequence_and_publish(*, max_passes: int = 50, dispatch: bool = True) 
                         "event publish failed; the sweep publishes them again",
                         extra={"positions": [positions[0], positions[-1]]},
                     )
-                if len(assigned) >= BATCH * max_passes:
+                if len(events) < BATCH or len(assigned) >= BATCH * max_passes:
+                    # Not a full batch: nothing else was pending when it was read. Whatever
+                    # committed since then is found by the check after the release below
+                    # (its writer tried the lock while this one held it).
                     break
         if not _anything_pending():
             break
@@ -149,23 +152,37 @@ def _sequence_batch() -> list[Event]:
             rows.append((event.position, event.sequence, event.pk))
             channel_rows.extend((event.position, channel) for channel in event.channels)
             recipient_rows.extend((event.position, user_id) for user_id in event.audience)
-        cursor.executemany(
-            "UPDATE realtime_event SET position = %s, sequence = %s WHERE id = %s", rows
-        )
-        if channel_rows:
-            cursor.executemany(
-                "INSERT INTO realtime_eventchannel (event_id, channel) VALUES (%s, %s)",
-                channel_rows,
+        # One statement per chunk instead of one per row (VALUES columns are column1, ...
+        # on both PostgreSQL and SQLite; only placeholders are formatted into the SQL).
+        for chunk, values in _chunks(rows, 3):
+            cursor.execute(
+                "UPDATE realtime_event SET position = v.column1, sequence = v.column2 "  # noqa: S608
+                f"FROM (VALUES {values}) AS v WHERE realtime_event.id = v.column3",
+                chunk,
             )
-        if recipient_rows:
+        for chunk, values in _chunks(channel_rows, 2):
+            cursor.execute(
+                f"INSERT INTO realtime_eventchannel (event_id, channel) VALUES {values}",  # noqa: S608
+                chunk,
+            )
+        for chunk, values in _chunks(recipient_rows, 2):
             # Only users that exist: a user deleted between the emit and this step must not
             # fail the numbering of everyone's events (the row keeps its audience list).
-            cursor.executemany(
+            cursor.execute(
                 "INSERT INTO realtime_eventrecipient (event_id, user_id) "  # noqa: S608
-                f"SELECT %s, id FROM {_user_table()} WHERE id = %s",
-                recipient_rows,
+                f"SELECT v.column1, u.id FROM (VALUES {values}) AS v "
+                f"JOIN {_user_table()} u ON u.id = v.column2",
+                chunk,
             )
     return pending
+
+
+def _chunks(rows: list[tuple], width: int, size: int = 500):
+    """(flat parameters, VALUES placeholders) for up to `size` rows at a time."""
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        row = "(" + ", ".join(["%s"] * width) + ")"
+        yield [value for item in chunk for value in item], ", ".join([row] * len(chunk))
 
 
 _PENDING = (

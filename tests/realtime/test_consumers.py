@@ -489,3 +489,30 @@ async def test_an_event_rolled_back_with_its_savepoint_is_never_published():
     assert [m["id"] for m in received] == [kept.position, marker.position]
     assert [m["type"] for m in received] == ["payment.started", "payment.status_updated"]
     await communicator.disconnect()
+
+
+async def test_live_events_are_delivered_without_a_database_thread_hop_per_message(monkeypatch):
+    """Channels' dispatch would run close_old_connections() in the sync thread before every
+    handler; EventsConsumer skips it (its database calls clean up after themselves), which is
+    what keeps a live event's cost in Daphne to the send itself (docs/PERFORMANCE.md). The
+    events still arrive, and a subscribe, which does use the database, still works."""
+    calls = []
+
+    async def counting():
+        calls.append(1)
+
+    monkeypatch.setattr("channels.consumer.aclose_old_connections", counting)
+    project, _, homeowner_key, _ = await make_project()
+    communicator = await connect(key=homeowner_key)
+    await subscribe(communicator, [f"project.{project.pk}"])
+    calls.clear()
+
+    emitted = [
+        await aemit(channels=[f"project.{project.pk}"], audience=[project.homeowner_id])
+        for _ in range(3)
+    ]
+    received = await events_received(communicator, 3)
+
+    assert [m["id"] for m in received] == [event.position for event in emitted]
+    assert calls == []
+    await communicator.disconnect()
