@@ -529,7 +529,9 @@ def main() -> int:
                 by_row.update(
                     {int(k): (v[0], tuple(v[1])) for k, v in json.loads(path.read_text()).items()}
                 )
-        publish_seconds = time.monotonic() - published_at
+        publish_seconds = time.monotonic() - published_at  # with process start and exit
+        commit_times = sorted(value[0] for value in by_row.values())
+        commit_span = commit_times[-1] - commit_times[0] if len(commit_times) > 1 else 0.0
         # Let the last events arrive, then tell the clients to stop and report.
         time.sleep(3)
         from realtime.models import Event
@@ -582,6 +584,12 @@ def main() -> int:
                 "events committed",
                 f"{len(commits)} in {publish_seconds:.1f} s "
                 f"({len(commits) / publish_seconds:.0f}/s, target {args.rate:g}/s)",
+            ),
+            (
+                "rate between first and last commit",
+                f"{(len(commit_times) - 1) / commit_span:.0f}/s over {commit_span:.1f} s"
+                if commit_span
+                else "n/a",
             ),
             ("events left without a position", f"{unsequenced}"),
             ("deliveries expected / delivered", f"{expected} / {delivered}"),
