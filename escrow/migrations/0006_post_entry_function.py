@@ -21,6 +21,40 @@ SQLite (the embedded default) keeps the statement-by-statement path in escrow/le
 
 from django.db import migrations
 
+# 0002's escrow_check_entry, with (forward) or without (backward) the line that ends the skip.
+_SKIP_ENDS = r"""    -- From here on this entry's postings queue their own check again (posting trigger's WHEN).
+    IF current_setting('escrow.unchecked_entry', true) = entry::text THEN
+        PERFORM set_config('escrow.unchecked_entry', '', true);
+    END IF;
+"""
+
+_CHECK_ENTRY = r"""CREATE OR REPLACE FUNCTION escrow_check_entry(entry bigint) RETURNS void AS $$
+DECLARE
+    total numeric;
+    legs integer;
+    foreign_legs integer;
+BEGIN
+{mark}    SELECT COALESCE(SUM(p.amount), 0), COUNT(*),
+           COUNT(*) FILTER (WHERE p.currency <> e.currency OR a.currency <> e.currency)
+      INTO total, legs, foreign_legs
+      FROM escrow_journalentry e
+      LEFT JOIN escrow_posting p ON p.entry_id = e.id
+      LEFT JOIN escrow_ledgeraccount a ON a.id = p.account_id
+     WHERE e.id = entry;
+    IF total <> 0 OR legs < 2 OR foreign_legs > 0 THEN
+        RAISE EXCEPTION 'journal entry % is not balanced (sum %, % legs, % in another currency)',
+            entry, total, legs, foreign_legs
+            USING ERRCODE = 'check_violation';
+    END IF;
+END;
+$$ LANGUAGE plpgsql;
+"""
+
+
+def _check_entry(skip_ends: str) -> str:
+    return _CHECK_ENTRY.replace("{mark}", skip_ends)
+
+
 FORWARD = r"""
 CREATE OR REPLACE FUNCTION escrow_post_entry(
     p_reference text, p_kind text, p_currency text, p_amount bigint, p_memo text,
@@ -83,31 +117,7 @@ $$ LANGUAGE plpgsql;
 -- IMMEDIATE, then another insert) is checked again. Any other posting, including every one
 -- written by raw SQL, queues its check as before. A rolled-back savepoint restores the setting
 -- together with the rows and trigger events it covered.
-CREATE OR REPLACE FUNCTION escrow_check_entry(entry bigint) RETURNS void AS $$
-DECLARE
-    total numeric;
-    legs integer;
-    foreign_legs integer;
-BEGIN
-    -- From here on this entry's postings queue their own check again (posting trigger's WHEN).
-    IF current_setting('escrow.unchecked_entry', true) = entry::text THEN
-        PERFORM set_config('escrow.unchecked_entry', '', true);
-    END IF;
-    SELECT COALESCE(SUM(p.amount), 0), COUNT(*),
-           COUNT(*) FILTER (WHERE p.currency <> e.currency OR a.currency <> e.currency)
-      INTO total, legs, foreign_legs
-      FROM escrow_journalentry e
-      LEFT JOIN escrow_posting p ON p.entry_id = e.id
-      LEFT JOIN escrow_ledgeraccount a ON a.id = p.account_id
-     WHERE e.id = entry;
-    IF total <> 0 OR legs < 2 OR foreign_legs > 0 THEN
-        RAISE EXCEPTION 'journal entry % is not balanced (sum %, % legs, % in another currency)',
-            entry, total, legs, foreign_legs
-            USING ERRCODE = 'check_violation';
-    END IF;
-END;
-$$ LANGUAGE plpgsql;
-
+""" + _check_entry(_SKIP_ENDS) + r"""
 DROP TRIGGER IF EXISTS escrow_posting_balanced ON escrow_posting;
 CREATE CONSTRAINT TRIGGER escrow_posting_balanced AFTER INSERT ON escrow_posting
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
@@ -119,27 +129,7 @@ BACKWARD = r"""
 DROP TRIGGER IF EXISTS escrow_posting_balanced ON escrow_posting;
 CREATE CONSTRAINT TRIGGER escrow_posting_balanced AFTER INSERT ON escrow_posting
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION escrow_posting_balanced();
-CREATE OR REPLACE FUNCTION escrow_check_entry(entry bigint) RETURNS void AS $$
-DECLARE
-    total numeric;
-    legs integer;
-    foreign_legs integer;
-BEGIN
-    SELECT COALESCE(SUM(p.amount), 0), COUNT(*),
-           COUNT(*) FILTER (WHERE p.currency <> e.currency OR a.currency <> e.currency)
-      INTO total, legs, foreign_legs
-      FROM escrow_journalentry e
-      LEFT JOIN escrow_posting p ON p.entry_id = e.id
-      LEFT JOIN escrow_ledgeraccount a ON a.id = p.account_id
-     WHERE e.id = entry;
-    IF total <> 0 OR legs < 2 OR foreign_legs > 0 THEN
-        RAISE EXCEPTION 'journal entry % is not balanced (sum %, % legs, % in another currency)',
-            entry, total, legs, foreign_legs
-            USING ERRCODE = 'check_violation';
-    END IF;
-END;
-$$ LANGUAGE plpgsql;
-DROP FUNCTION IF EXISTS escrow_post_entry(
+""" + _check_entry("") + r"""DROP FUNCTION IF EXISTS escrow_post_entry(
     text, text, text, bigint, text, bigint, bigint, bigint, timestamptz,
     bigint[], bigint[], bigint[], bigint[], int[]
 );
