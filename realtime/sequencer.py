@@ -136,6 +136,8 @@ def _anything_pending() -> bool:
 
 def _sequence_batch() -> list[Event]:
     """One numbering transaction: the caller holds the sequencer lock."""
+    if connection.vendor == "postgresql":
+        return _sequence_batch_pg()
     with transaction.atomic(), connection.cursor() as cursor:
         pending = _pending(cursor)
         if not pending:
@@ -193,24 +195,38 @@ _FIELDS = ["id", "type", "aggregate_type", "aggregate_id", "data", "channels", "
 _FIELDS += ["created_at"]
 
 
+def _sequence_batch_pg() -> list[Event]:
+    """PostgreSQL: the same pass as one call of realtime_sequence_batch() (migration
+    realtime/0004), its own transaction when the caller is not in one."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM realtime_sequence_batch(%s)", [BATCH])
+        return _events(cursor.fetchall(), [*_FIELDS, "position", "sequence"])
+
+
 def _pending(cursor) -> list[Event]:
     """Committed events without a position, oldest first (served by the partial index
     event_unsequenced). Plain SQL: this runs under the sequencer lock, once per commit."""
     cursor.execute(_PENDING, [BATCH])
-    rows = cursor.fetchall()
+    return _events(cursor.fetchall(), _FIELDS)
+
+
+def _events(rows, fields: list[str]) -> list[Event]:
+    """Event instances from rows whose columns are `fields`, in any order (from_db wants the
+    model's field order)."""
     if not rows:
         return []
     json_field = Event._meta.get_field("data")
     date_field = Event._meta.get_field("created_at")
     date_converters = connection.ops.get_db_converters(date_field.get_col(Event._meta.db_table))
+    ordered = [f.attname for f in Event._meta.concrete_fields if f.attname in fields]
     events = []
     for row in rows:
-        values = list(row)
-        for index in (4, 5, 6):
-            values[index] = json_field.from_db_value(values[index], None, connection)
+        values = dict(zip(fields, row, strict=True))
+        for name in ("data", "channels", "audience"):
+            values[name] = json_field.from_db_value(values[name], None, connection)
         for converter in date_converters:
-            values[7] = converter(values[7], None, connection)
-        events.append(Event.from_db(connection.alias, _FIELDS, values))
+            values["created_at"] = converter(values["created_at"], None, connection)
+        events.append(Event.from_db(connection.alias, ordered, [values[n] for n in ordered]))
     return events
 
 

@@ -381,3 +381,40 @@ def test_a_channel_layer_failure_keeps_the_position_and_the_sweep_publishes_it(
     assert published == 1
     assert sent == [event.position]
     assert event.published_at is not None and event.dispatched_at is not None
+
+
+@requires_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_on_postgresql_a_sequencer_pass_is_four_round_trips_whatever_the_batch():
+    """Numbering and the replay index are one call of realtime_sequence_batch() (migration
+    realtime/0004): lock, that call, unlock, the re-check. Losing it would put the per-row
+    statements back on every committing request's path (docs/PERFORMANCE.md). The index rows
+    are the same as the portable path writes."""
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import HomeownerFactory
+
+    users = [HomeownerFactory(), HomeownerFactory()]
+    rows = [emit_uncommitted_callbacks(users[n % 2]) for n in range(3)]
+
+    with CaptureQueriesContext(connection) as queries:
+        assigned = events_sequence_and_publish(dispatch=False)
+
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(assigned) == 3
+    # The pass (what follows it is dispatch=False marking the events published).
+    assert [sql.split("(")[0] for sql in statements[:3]] == [
+        "SELECT pg_try_advisory_lock",
+        "SELECT * FROM realtime_sequence_batch",
+        "SELECT pg_advisory_unlock",
+    ]
+    assert "IS NULL LIMIT 1" in statements[3]  # the re-check after the release
+    assert not any("realtime_eventchannel" in sql for sql in statements)
+    for event in rows:
+        event.refresh_from_db()
+        index = EventChannel.objects.filter(event_id=event.position)
+        recipients = EventRecipient.objects.filter(event_id=event.position)
+        assert list(index.values_list("channel", flat=True)) == event.channels
+        assert list(recipients.values_list("user_id", flat=True)) == event.audience
+    assert [event.sequence for event in rows] == [1, 2, 3]  # one aggregate: payment 1
