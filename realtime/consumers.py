@@ -86,6 +86,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.username = user.username
         self.api_key_id = self.scope.get("api_key_id")
         self.subscriptions: set[str] = set()
+        # Per channel, the last_event_id a subscribe resumed from: the client has every event
+        # up to it, so a late live copy of one (the embedded tailer catching up, a re-publish
+        # by the sweep) is not sent again after the replay.
+        self.resumed_up_to: dict[str, int] = {}
         self.presence_channels: set[str] = set()
         self.sent = _RecentIds(settings.REALTIME_DEDUPE_WINDOW)
         # Bounded by hand: live events and replies overflow at `queue_limit` (the connection
@@ -162,6 +166,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
         await self._add(allowed)
         self._queue({"type": "subscribed", "channels": allowed})
         if last_event_id is not None and allowed:
+            for channel in allowed:
+                self.resumed_up_to[channel] = max(self.resumed_up_to.get(channel, 0), last_event_id)
             self.replays_running += 1
             self._start(self._replay(allowed, last_event_id))
 
@@ -255,6 +261,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def event_message(self, message: dict) -> None:
         channel, event = message["channel"], message["event"]
         if self.closing or channel not in self.subscriptions:
+            return
+        if event["id"] <= self.resumed_up_to.get(channel, 0):
             return
         try:
             if self.replays_running:

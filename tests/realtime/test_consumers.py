@@ -516,3 +516,27 @@ async def test_live_events_are_delivered_without_a_database_thread_hop_per_messa
     assert [m["id"] for m in received] == [event.position for event in emitted]
     assert calls == []
     await communicator.disconnect()
+
+
+async def test_after_a_resume_a_late_live_copy_of_an_older_event_is_not_sent():
+    """A client that resumes from N has every event up to N. A live copy of one of those
+    arriving after the replay (the embedded tailer catching up on its old cursor, or the sweep
+    re-publishing) must not reach it again, out of order after newer ones; newer live events
+    still do."""
+    from realtime.publishing import publish_events
+
+    user, key = await make_user()
+    channel = f"user.{user.pk}.payments"
+    old = await aemit(channels=[channel], audience=[user])
+    seen = await aemit(channels=[channel], audience=[user])
+    missed = await aemit(channels=[channel], audience=[user])
+    communicator = await connect(key=key)
+    await subscribe(communicator, [channel], last_event_id=seen.position)
+    assert [m["id"] for m in await events_received(communicator, 1)] == [missed.position]
+
+    await database_sync_to_async(publish_events)([old.position, seen.position])
+    live = await aemit(channels=[channel], audience=[user])
+
+    assert [m["id"] for m in await events_received(communicator, 1)] == [live.position]
+    assert await nothing_more(communicator)
+    await communicator.disconnect()
