@@ -319,6 +319,9 @@ PAYMENTS_WEBHOOK_MAX_ATTEMPTS = env.int("PAYMENTS_WEBHOOK_MAX_ATTEMPTS", default
 # a sender thread (payments/enqueue.py); "inline" one task per webhook before the response.
 PAYMENTS_WEBHOOK_ENQUEUE = env.str("PAYMENTS_WEBHOOK_ENQUEUE", default="batched")
 PAYMENTS_WEBHOOK_BATCH_WINDOW = env.float("PAYMENTS_WEBHOOK_BATCH_WINDOW", default=0.005)
+# A worker applies a batch's plain payment successes in one transaction
+# (payments/services/webhook_batch.py); false: every event in its own transaction.
+PAYMENTS_WEBHOOK_BATCH_APPLY = env.bool("PAYMENTS_WEBHOOK_BATCH_APPLY", default=True)
 PAYMENTS_BREAKER_BACKEND = env.str("PAYMENTS_BREAKER_BACKEND", default="auto")
 PAYMENTS_BREAKER_WINDOW_SECONDS = env.int("PAYMENTS_BREAKER_WINDOW_SECONDS", default=60)
 PAYMENTS_BREAKER_BUCKET_SECONDS = env.int("PAYMENTS_BREAKER_BUCKET_SECONDS", default=10)

@@ -181,9 +181,15 @@ def post_entry(
     milestone: Milestone | None = None,
     party_id: int | None = None,
     memo: str = "",
+    slot: int | None = None,
 ) -> Posted:
     """Post one balanced entry. Idempotent on `reference`: a second call returns the first
     entry with created=False and changes nothing.
+
+    `slot`: the balance slot for shared accounts instead of a random one. A transaction that
+    posts several entries to one shared account passes the same slot to each, so it holds one
+    slot row of that account, and two such transactions cannot each hold a slot the other
+    wants next.
 
     Raises UnbalancedEntry (legs do not sum to zero, mix currencies, or contain a zero) and
     InsufficientFunds (a restricted account would go negative; nothing is written then).
@@ -216,10 +222,10 @@ def post_entry(
     for account_id in sorted(per_account):
         delta = per_account[account_id] * accounts[account_id].normal_sign
         if delta:
-            slot = None
+            use = None
             if not accounts[account_id].is_restricted:
-                slot = random.randrange(settings.LEDGER_BALANCE_SLOTS)
-            changes.append((account_id, delta, slot))
+                use = random.randrange(settings.LEDGER_BALANCE_SLOTS) if slot is None else slot
+            changes.append((account_id, delta, use))
     write = _write_pg if connection.vendor == "postgresql" else _write_portable
     entry.pk = write(entry, legs, changes)
     if entry.pk is None:  # the reference was posted already (maybe by a parallel transaction)
@@ -331,12 +337,22 @@ def credit(account: LedgerAccount, amount: int) -> tuple[LedgerAccount, int]:
 # --- The flows --------------------------------------------------------------------------------
 
 
-def post_funding(*, milestone: Milestone, amount: int, provider: str, reference: str) -> Posted:
-    """Funding succeeded: Dr gateway:<provider> / Cr escrow:milestone:<id>."""
+def post_funding(
+    *,
+    milestone: Milestone,
+    amount: int,
+    provider: str,
+    reference: str,
+    found: dict | None = None,
+    slot: int | None = None,
+) -> Posted:
+    """Funding succeeded: Dr gateway:<provider> / Cr escrow:milestone:<id>. `found` and `slot`
+    as for accounts() and post_entry() (a batch resolving its accounts in one query)."""
     gateway, escrow = accounts(
-        gateway_spec(provider, milestone.project.currency), escrow_spec(milestone)
+        gateway_spec(provider, milestone.project.currency), escrow_spec(milestone), found=found
     )
     return post_entry(
+        slot=slot,
         reference=f"fund:{reference}",
         kind=JournalEntry.Kind.FUND,
         currency=escrow.currency,
@@ -459,6 +475,18 @@ def project_escrow_balance(project_id: int) -> int:
         )["total"]
         or 0
     )
+
+
+def project_escrow_balances(project_ids) -> dict[int, int]:
+    """project_escrow_balance for several projects in one query."""
+    totals = dict.fromkeys(project_ids, 0)
+    rows = (
+        LedgerAccount.objects.filter(kind=Kind.ESCROW, milestone__project_id__in=totals)
+        .values_list("milestone__project_id")
+        .annotate(total=Sum("balance"))
+    )
+    totals.update({project_id: total or 0 for project_id, total in rows})
+    return totals
 
 
 def escrow_balance_of(milestone_id: int) -> int:

@@ -39,3 +39,28 @@ def milestone_for_update(*, milestone_id: int, actor=None) -> Milestone:
     milestone = Milestone.objects.select_for_update(of=("self",)).get(pk=milestone_id)
     milestone.project = project
     return milestone
+
+
+def milestones_for_update(*, milestone_ids) -> dict[int, Milestone]:
+    """Lock several milestones for a system caller, in the same layered order: every project
+    first (ascending id), then every milestone (ascending id). A transaction holding any
+    milestone already holds its project, so this cannot deadlock with milestone_for_update.
+    Returns the locked milestones by id (missing ids are absent), each with its project."""
+    ids = sorted(set(milestone_ids))
+    project_ids = sorted(
+        set(Milestone.objects.filter(pk__in=ids).values_list("project_id", flat=True))
+    )
+    projects = {
+        project.pk: project
+        for project in Project.objects.select_for_update(of=("self",))
+        .filter(pk__in=project_ids)
+        .select_related("homeowner", "contractor")
+        .order_by("pk")
+    }
+    milestones = {}
+    for milestone in (
+        Milestone.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
+    ):
+        milestone.project = projects[milestone.project_id]
+        milestones[milestone.pk] = milestone
+    return milestones

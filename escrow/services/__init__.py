@@ -1,6 +1,7 @@
 """Every write in escrow. Import from here: `from escrow import services`."""
 
 from escrow.services.milestones import (
+    FundingBatch,
     milestone_approve,
     milestone_auto_release_due,
     milestone_cancel,
@@ -18,6 +19,7 @@ from escrow.services.milestones import (
 from escrow.services.projects import project_cancel, project_create, project_sign
 
 __all__ = [
+    "FundingBatch",
     "milestone_approve",
     "milestone_auto_release_due",
     "milestone_cancel",

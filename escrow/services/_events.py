@@ -52,8 +52,20 @@ def emit_status_updated(milestone: Milestone, *, previous: str, actor_id: int | 
 project_escrow_balance = ledger.project_escrow_balance
 
 
-def emit_balance_changed(milestone: Milestone, *, previous_project_balance: int, reason: str):
-    new_balance = project_escrow_balance(milestone.project_id)
+def emit_balance_changed(
+    milestone: Milestone,
+    *,
+    previous_project_balance: int,
+    reason: str,
+    new_project_balance: int | None = None,
+    milestone_balance: int | None = None,
+):
+    """The balances after the change are read from the ledger unless the caller knows them
+    (a batch that read them once and added its own entries)."""
+    if new_project_balance is None:
+        new_project_balance = project_escrow_balance(milestone.project_id)
+    if milestone_balance is None:
+        milestone_balance = ledger.escrow_balance_of(milestone.pk)
     emit(
         "escrow.balance_changed",
         {
@@ -61,8 +73,8 @@ def emit_balance_changed(milestone: Milestone, *, previous_project_balance: int,
             "milestone_id": milestone.pk,
             "currency": milestone.project.currency,
             "previous_balance": previous_project_balance,
-            "new_balance": new_balance,
-            "milestone_balance": ledger.escrow_balance_of(milestone.pk),
+            "new_balance": new_project_balance,
+            "milestone_balance": milestone_balance,
             "reason": reason,
         },
         aggregate=("project", milestone.project_id),

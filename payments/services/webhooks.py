@@ -120,10 +120,19 @@ def _park(webhook_event_id: int, error: str) -> str | None:
 
 
 def webhook_process_many(*, webhook_event_ids: list[int]) -> int:
-    """Process several inbox rows (the batched hand-off's task), each in its own transaction,
-    and number and publish all their events in one sequencer pass at the end."""
+    """Process several inbox rows (the batched hand-off's task): the plain payment successes
+    together in one transaction (payments/services/webhook_batch.py), the rest one by one,
+    each in its own transaction; then number and publish all their events in one sequencer
+    pass."""
+    from payments.services.webhook_batch import webhook_process_batch
+
     with sequencing_deferred():
-        for webhook_event_id in webhook_event_ids:
+        rest = (
+            webhook_process_batch(webhook_event_ids)
+            if settings.PAYMENTS_WEBHOOK_BATCH_APPLY
+            else webhook_event_ids
+        )
+        for webhook_event_id in rest:
             webhook_process(webhook_event_id=webhook_event_id)
     return len(webhook_event_ids)
 

@@ -1,0 +1,199 @@
+"""The batch path for the commonest gateway event: many `payment_intent.succeeded` deliveries
+applied in one transaction.
+
+One by one (webhooks._process), each success costs a transaction of about thirty statements:
+the inbox row, three lookups and three locks, two UPDATEs of the milestone, balance reads
+before and after, the ledger entry, five event INSERTs. Here a batch shares them: one
+statement locks the inbox rows, four lock every project, milestone and payment, two read the
+funding checks and the balances, two resolve the accounts, one INSERT writes all the events,
+three bulk UPDATEs write the payments, milestones and inbox rows, and each entry is still its
+own ledger call. The effects are the ones webhook_process would have had, row for row and
+event for event (tests/payments/test_webhook_batch.py compares the two).
+
+Only the plain case is taken: a success for a payment of ours, for this provider, whose status
+moves to completed, with the amount and currency asked, for a milestone in `funding`
+(escrow.services.FundingBatch decides that part), with no other delivery in the batch about
+the same payment, intent or milestone. Everything else, and everything if the batch fails for
+any reason, is left to webhook_process, one by one, after this commits: a delivery is never
+lost by this path, at worst it is processed the slow way."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from common.bulk import update_rows
+from escrow.locks import milestones_for_update
+from escrow.services import FundingBatch
+from payments.models import Payment, WebhookEvent
+from payments.services._events import emit_payment
+from payments.services.funding import target_status
+from realtime.events import emits_batched
+
+logger = logging.getLogger(__name__)
+Status = Payment.Status
+TYPES = frozenset({"payment_intent.succeeded"})
+_OPEN = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PARKED)
+
+
+def webhook_process_batch(webhook_event_ids: list[int]) -> list[int]:
+    """Apply the batch's plain payment successes in one transaction. Returns the ids left for
+    webhook_process: the ones this path does not take, the rows another worker holds (it
+    waits for them and finds them done), and all of them if the batch failed."""
+    try:
+        with transaction.atomic(durable=True):
+            return _apply(webhook_event_ids)
+    except Exception:
+        logger.exception(
+            "webhook batch failed; processing its events one by one",
+            extra={"events": len(webhook_event_ids)},
+        )
+        return list(webhook_event_ids)
+
+
+def _references(obj: dict) -> list[tuple[str, object]]:
+    """What a delivery is about, so two in one batch about the same thing are left in order."""
+    from payments.services.webhooks import _metadata_id
+
+    found = []
+    payment_id = _metadata_id(obj, "payment_id")
+    if payment_id is not None:
+        found.append(("payment", payment_id))
+    intent = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    if isinstance(intent, str) and intent:
+        found.append(("intent", intent))
+    return found
+
+
+def _apply(ids: list[int]) -> list[int]:
+    from payments.services.webhooks import PROVIDERS, _intent_from, _metadata_id
+
+    rows = list(
+        WebhookEvent.objects.select_for_update(skip_locked=True).filter(pk__in=ids).order_by("pk")
+    )
+    locked = {row.pk for row in rows}
+    rows = [row for row in rows if row.status in _OPEN]
+    finished = locked - {row.pk for row in rows}  # processed, ignored or failed already
+
+    objects, about = {}, Counter()
+    for row in rows:
+        payload = row.payload if isinstance(row.payload, dict) else None
+        obj = ((payload or {}).get("data") or {}).get("object")
+        if isinstance(obj, dict):
+            objects[row.pk] = obj
+            about.update(_references(obj))
+    candidates = []  # (row, payment id, intent)
+    for row in rows:
+        obj = objects.get(row.pk)
+        if row.type not in TYPES or row.provider not in PROVIDERS or obj is None:
+            continue
+        payment_id = _metadata_id(obj, "payment_id")
+        if payment_id is None or any(about[ref] > 1 for ref in _references(obj)):
+            continue
+        try:
+            intent = _intent_from(obj)
+        except (KeyError, TypeError, ValueError):
+            continue  # malformed: the one-by-one path records the error on the row
+        candidates.append((row, payment_id, intent))
+
+    done = _apply_successes(candidates)
+    return [pk for pk in ids if pk not in done and pk not in finished]
+
+
+def _apply_successes(candidates) -> set[int]:
+    if not candidates:
+        return set()
+    milestone_of = dict(
+        Payment.objects.filter(pk__in=[payment_id for _, payment_id, _ in candidates])
+        .exclude(milestone_id=None)
+        .values_list("pk", "milestone_id")
+    )
+    # The documented lock order: projects, milestones, then payments, each by ascending id.
+    milestones = milestones_for_update(milestone_ids=milestone_of.values())
+    payments = {
+        payment.pk: payment
+        for payment in Payment.objects.select_for_update(of=("self",))
+        .filter(pk__in=milestone_of)
+        .order_by("pk")
+    }
+    per_milestone = Counter(milestone_of.values())
+    chosen, offers = [], {}
+    for row, payment_id, intent in candidates:
+        payment = payments.get(payment_id)
+        if (
+            payment is None
+            or payment.provider != row.provider
+            or payment.purpose != Payment.Purpose.FUNDING
+            or payment.milestone_id not in milestones
+            or per_milestone[payment.milestone_id] > 1
+            or target_status(payment.status, intent) != Status.COMPLETED
+            or Status.COMPLETED not in Payment.TRANSITIONS[payment.status]
+            or intent.amount != payment.amount
+            or intent.currency != payment.currency
+        ):
+            continue
+        chosen.append((row, payment, intent))
+        offers[payment.milestone_id] = (
+            payment.amount,
+            payment.currency,
+            f"{payment.pk}",
+            payment.provider,
+        )
+    funding = FundingBatch(milestones)
+    fundable = funding.prepare(offers)
+    now = timezone.now()
+    done_rows, done_payments = [], []
+    with emits_batched():
+        for row, payment, intent in chosen:
+            if payment.milestone_id not in fundable:
+                continue
+            # What funding.apply_intent does for a success, in its order.
+            previous = payment.status
+            if intent.id and not payment.gateway_payment_id:
+                payment.gateway_payment_id = intent.id
+            if intent.charge_id and not payment.gateway_charge_id:
+                payment.gateway_charge_id = intent.charge_id
+            payment.status = Status.COMPLETED
+            payment.completed_at = payment.updated_at = now
+            payment.next_attempt_at = None
+            payment.milestone = milestones[payment.milestone_id]
+            emit_payment(
+                "payment.status_updated",
+                payment,
+                previous_status=previous,
+                new_status=Status.COMPLETED,
+            )
+            funding.fund(payment.milestone_id)
+            emit_payment("payment.completed", payment)
+            done_rows.append(row)
+            done_payments.append(payment)
+        funding.finish()
+        if done_payments:
+            update_rows(
+                Payment,
+                same={
+                    "status": Status.COMPLETED,
+                    "completed_at": now,
+                    "updated_at": now,
+                    "next_attempt_at": None,
+                },
+                per_row={
+                    payment.pk: {
+                        "gateway_payment_id": payment.gateway_payment_id,
+                        "gateway_charge_id": payment.gateway_charge_id,
+                    }
+                    for payment in done_payments
+                },
+            )
+            WebhookEvent.objects.filter(pk__in=[row.pk for row in done_rows]).update(
+                status=WebhookEvent.Status.PROCESSED,
+                attempts=F("attempts") + 1,
+                processed_at=now,
+                next_attempt_at=None,
+                last_error="",
+            )
+    return {row.pk for row in done_rows}
