@@ -322,6 +322,8 @@ PAYMENTS_WEBHOOK_BATCH_WINDOW = env.float("PAYMENTS_WEBHOOK_BATCH_WINDOW", defau
 # A worker applies a batch's plain payment successes in one transaction
 # (payments/services/webhook_batch.py); false: every event in its own transaction.
 PAYMENTS_WEBHOOK_BATCH_APPLY = env.bool("PAYMENTS_WEBHOOK_BATCH_APPLY", default=True)
+# At most this many events in one such transaction (a task's own plus others waiting).
+PAYMENTS_WEBHOOK_BATCH_MAX = env.int("PAYMENTS_WEBHOOK_BATCH_MAX", default=100)
 PAYMENTS_BREAKER_BACKEND = env.str("PAYMENTS_BREAKER_BACKEND", default="auto")
 PAYMENTS_BREAKER_WINDOW_SECONDS = env.int("PAYMENTS_BREAKER_WINDOW_SECONDS", default=60)
 PAYMENTS_BREAKER_BUCKET_SECONDS = env.int("PAYMENTS_BREAKER_BUCKET_SECONDS", default=10)

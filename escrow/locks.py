@@ -41,25 +41,31 @@ def milestone_for_update(*, milestone_id: int, actor=None) -> Milestone:
     return milestone
 
 
-def milestones_for_update(*, milestone_ids) -> dict[int, Milestone]:
+def milestones_for_update(*, milestone_ids, skip_locked: bool = False) -> dict[int, Milestone]:
     """Lock several milestones for a system caller, in the same layered order: every project
     first (ascending id), then every milestone (ascending id). A transaction holding any
     milestone already holds its project, so this cannot deadlock with milestone_for_update.
-    Returns the locked milestones by id (missing ids are absent), each with its project."""
+    Returns the locked milestones by id (missing ids are absent), each with its project.
+
+    `skip_locked`: leave out the milestones of projects another transaction holds instead of
+    waiting for it (two workers' batches that share a project do not queue behind each other;
+    the caller deals with what was left out)."""
     ids = sorted(set(milestone_ids))
     project_ids = sorted(
         set(Milestone.objects.filter(pk__in=ids).values_list("project_id", flat=True))
     )
     projects = {
         project.pk: project
-        for project in Project.objects.select_for_update(of=("self",))
+        for project in Project.objects.select_for_update(of=("self",), skip_locked=skip_locked)
         .filter(pk__in=project_ids)
         .select_related("homeowner", "contractor")
         .order_by("pk")
     }
     milestones = {}
     for milestone in (
-        Milestone.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
+        Milestone.objects.select_for_update(of=("self",))
+        .filter(pk__in=ids, project_id__in=projects)
+        .order_by("pk")
     ):
         milestone.project = projects[milestone.project_id]
         milestones[milestone.pk] = milestone

@@ -41,6 +41,10 @@ class WebhookEvent(models.Model):
                 name="webhook_event_due",
                 condition=Q(status__in=["received", "parked"]),
             ),
+            # The worker's top-up and the lost-enqueue sweep: received rows by id.
+            models.Index(
+                fields=["id"], name="webhook_event_received", condition=Q(status="received")
+            ),
         ]
 
     def __str__(self) -> str:

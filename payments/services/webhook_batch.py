@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -41,9 +42,10 @@ _OPEN = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PARKED)
 
 
 def webhook_process_batch(webhook_event_ids: list[int]) -> list[int]:
-    """Apply the batch's plain payment successes in one transaction. Returns the ids left for
-    webhook_process: the ones this path does not take, the rows another worker holds (it
-    waits for them and finds them done), and all of them if the batch failed."""
+    """Apply the batch's plain payment successes in one transaction, with any others waiting
+    in the inbox up to PAYMENTS_WEBHOOK_BATCH_MAX. Returns the ids of the batch left for
+    webhook_process: the ones this path does not take, the rows or projects another worker
+    holds (webhook_process waits for them), and all of them if the batch failed."""
     try:
         with transaction.atomic(durable=True):
             return _apply(webhook_event_ids)
@@ -78,6 +80,18 @@ def _apply(ids: list[int]) -> list[int]:
     locked = {row.pk for row in rows}
     rows = [row for row in rows if row.status in _OPEN]
     finished = locked - {row.pk for row in rows}  # processed, ignored or failed already
+    room = settings.PAYMENTS_WEBHOOK_BATCH_MAX - len(rows)
+    if room > 0:
+        # Top up with successes received since (their own tasks, when they come, find them
+        # done): a worker that falls behind takes bigger batches instead of paying a task's
+        # overhead per handful of events. Only rows this path may take; the rest wait for
+        # their own task.
+        rows += (
+            WebhookEvent.objects.select_for_update(skip_locked=True)
+            .filter(status=WebhookEvent.Status.RECEIVED, type__in=TYPES)
+            .exclude(pk__in=ids)
+            .order_by("pk")[:room]
+        )
 
     objects, about = {}, Counter()
     for row in rows:
@@ -113,7 +127,9 @@ def _apply_successes(candidates) -> set[int]:
         .values_list("pk", "milestone_id")
     )
     # The documented lock order: projects, milestones, then payments, each by ascending id.
-    milestones = milestones_for_update(milestone_ids=milestone_of.values())
+    # A project another worker's batch holds is skipped, not waited for: its rows go to the
+    # one-by-one path (which waits) or, if they were only topped up, to their own task.
+    milestones = milestones_for_update(milestone_ids=milestone_of.values(), skip_locked=True)
     payments = {
         payment.pk: payment
         for payment in Payment.objects.select_for_update(of=("self",))

@@ -8,7 +8,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -333,8 +333,9 @@ def test_the_batch_costs_one_ledger_call_per_event_and_a_fixed_number_of_stateme
 
     five, twenty = cost(5, "five"), cost(20, "twenty")
     assert twenty - five == 15  # one escrow_post_entry (or portable entry) call per event
-    # BEGIN, the inbox lock, 2 lookups, 3 locks, 2 checks, 2 for accounts, 4 writes, COMMIT
-    assert five - 5 == 16, five
+    # BEGIN, 2 inbox locks (its rows, the top-up), 2 lookups, 3 locks, 2 checks, 2 for the
+    # accounts, 4 writes, COMMIT
+    assert five - 5 == 17, five
 
 
 def test_a_batch_that_fails_is_processed_one_by_one_with_nothing_half_done(
@@ -401,4 +402,69 @@ def test_parallel_batches_with_the_same_events_apply_each_once(homeowner, contra
         completed.count()
         == Payment.objects.filter(pk__in=[p.pk for p in payments], status="completed").count()
     )
+    check_ledger()
+
+
+def test_a_batch_tops_up_with_waiting_successes_and_leaves_everything_else(
+    homeowner, contractor, settings
+):
+    """A task's batch also takes plain successes waiting in the inbox (their own tasks find
+    them done), up to PAYMENTS_WEBHOOK_BATCH_MAX; other waiting rows are not touched."""
+    cases = [*PLAIN, CASES[7]]  # plus "processing, then success": left for its own tasks
+    _, _, payments, rows = build("topup", homeowner.user, contractor.user, cases)
+    parked = next(row for row in rows if row.status == "parked")
+    received = [row for row in rows if row.status == "received"]
+    settings.PAYMENTS_WEBHOOK_BATCH_MAX = 4
+
+    assert webhook_batch.webhook_process_batch([received[0].pk]) == []
+
+    processed = WebhookEvent.objects.filter(status="processed")
+    # Its own row and three waiting ones, the oldest first; the parked row waits for its time.
+    assert sorted(processed.values_list("pk", flat=True)) == [r.pk for r in received[:4]]
+    assert WebhookEvent.objects.get(pk=parked.pk).status == "parked"
+    last_two = [row.pk for row in rows[-2:]]  # the "processing, then success" pair
+    assert set(WebhookEvent.objects.filter(pk__in=last_two).values_list("status", flat=True)) == {
+        "received"
+    }
+
+    settings.PAYMENTS_WEBHOOK_BATCH_MAX = 100
+    services.webhook_process_many(webhook_event_ids=[row.pk for row in rows])
+    assert not WebhookEvent.objects.filter(status="received").exists()
+    assert Payment.objects.filter(pk__in=[p.pk for p in payments], status="completed").count() == (
+        len(payments)
+    )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+def test_a_project_another_transaction_holds_is_skipped_not_waited_for(homeowner, contractor):
+    """Two workers' batches sharing a project do not queue behind each other: the held
+    project's rows are handed back (the one-by-one path waits for them), the rest go on."""
+    projects, _, payments, rows = build("held", homeowner.user, contractor.user, PLAIN[:2])
+    held = projects[0]
+    locked, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def hold():
+        try:
+            with transaction.atomic():
+                Project.objects.select_for_update().get(pk=held.pk)
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            done.set()
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(timeout=10)
+        left = webhook_batch.webhook_process_batch([row.pk for row in rows])
+        assert not done.is_set()  # returned while the other transaction still held its lock
+    finally:
+        release.set()
+        holder.join(timeout=30)
+    assert left == [rows[0].pk]
+    assert Payment.objects.get(pk=payments[1].pk).status == "completed"
+    assert Payment.objects.get(pk=payments[0].pk).status == "processing"
+    services.webhook_process_many(webhook_event_ids=left)
+    assert Payment.objects.get(pk=payments[0].pk).status == "completed"
     check_ledger()
