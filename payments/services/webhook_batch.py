@@ -133,7 +133,9 @@ def _apply_successes(candidates) -> set[int]:
     payments = {
         payment.pk: payment
         for payment in Payment.objects.select_for_update(of=("self",))
-        .filter(pk__in=milestone_of)
+        .filter(
+            pk__in=[pk for pk, milestone_id in milestone_of.items() if milestone_id in milestones]
+        )
         .order_by("pk")
     }
     per_milestone = Counter(milestone_of.values())
