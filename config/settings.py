@@ -324,6 +324,8 @@ PAYMENTS_WEBHOOK_BATCH_WINDOW = env.float("PAYMENTS_WEBHOOK_BATCH_WINDOW", defau
 PAYMENTS_WEBHOOK_BATCH_APPLY = env.bool("PAYMENTS_WEBHOOK_BATCH_APPLY", default=True)
 # At most this many events in one such transaction (a task's own plus others waiting).
 PAYMENTS_WEBHOOK_BATCH_MAX = env.int("PAYMENTS_WEBHOOK_BATCH_MAX", default=100)
+# Rows another worker's transaction holds are tried again this much later, as a new task.
+PAYMENTS_WEBHOOK_BUSY_RETRY_SECONDS = env.float("PAYMENTS_WEBHOOK_BUSY_RETRY_SECONDS", default=1.0)
 PAYMENTS_BREAKER_BACKEND = env.str("PAYMENTS_BREAKER_BACKEND", default="auto")
 PAYMENTS_BREAKER_WINDOW_SECONDS = env.int("PAYMENTS_BREAKER_WINDOW_SECONDS", default=60)
 PAYMENTS_BREAKER_BUCKET_SECONDS = env.int("PAYMENTS_BREAKER_BUCKET_SECONDS", default=10)

@@ -11,9 +11,13 @@ acknowledged: the row is committed before the 2xx, and rows still `received` a m
 (a process that died with ids in its buffer) are enqueued again by beat
 (payments.webhooks_due)."""
 
+import logging
+
 from django.conf import settings
 
 from common.batching import TaskBatcher
+
+logger = logging.getLogger(__name__)
 
 
 def _batch_task():
@@ -36,3 +40,20 @@ def enqueue_webhook(event_row_id: int) -> None:
         webhook_process_task.apply_async(args=[event_row_id])
         return
     _batcher.add(event_row_id)
+
+
+def enqueue_busy(event_row_ids: list[int]) -> bool:
+    """Try rows another transaction held again in PAYMENTS_WEBHOOK_BUSY_RETRY_SECONDS, as one
+    batch task. False when there is no broker to wait in (Celery eager: the caller processes
+    them now, waiting for the lock) or the broker refused (the same; the sweep is the last
+    resort either way)."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return False
+    try:
+        _batch_task().apply_async(
+            args=[event_row_ids], countdown=settings.PAYMENTS_WEBHOOK_BUSY_RETRY_SECONDS
+        )
+    except Exception:
+        logger.exception("busy webhook re-enqueue failed", extra={"events": len(event_row_ids)})
+        return False
+    return True

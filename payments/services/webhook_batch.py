@@ -41,11 +41,13 @@ TYPES = frozenset({"payment_intent.succeeded"})
 _OPEN = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PARKED)
 
 
-def webhook_process_batch(webhook_event_ids: list[int]) -> list[int]:
+def webhook_process_batch(webhook_event_ids: list[int]) -> tuple[list[int], list[int]]:
     """Apply the batch's plain payment successes in one transaction, with any others waiting
-    in the inbox up to PAYMENTS_WEBHOOK_BATCH_MAX. Returns the ids of the batch left for
-    webhook_process: the ones this path does not take, the rows or projects another worker
-    holds (webhook_process waits for them), and all of them if the batch failed."""
+    in the inbox up to PAYMENTS_WEBHOOK_BATCH_MAX. Returns two lists of the batch's own ids:
+    the ones left for webhook_process (this path does not take them, or the batch failed:
+    then all of them), and the busy ones, whose inbox row or project another transaction
+    holds (a worker's batch, most likely, that applies them or lets them go when it commits;
+    the caller tries them again shortly instead of waiting)."""
     try:
         with transaction.atomic(durable=True):
             return _apply(webhook_event_ids)
@@ -54,7 +56,7 @@ def webhook_process_batch(webhook_event_ids: list[int]) -> list[int]:
             "webhook batch failed; processing its events one by one",
             extra={"events": len(webhook_event_ids)},
         )
-        return list(webhook_event_ids)
+        return list(webhook_event_ids), []
 
 
 def _references(obj: dict) -> list[tuple[str, object]]:
@@ -114,21 +116,24 @@ def _apply(ids: list[int]) -> list[int]:
             continue  # malformed: the one-by-one path records the error on the row
         candidates.append((row, payment_id, intent))
 
-    done = _apply_successes(candidates)
-    return [pk for pk in ids if pk not in done and pk not in finished]
+    done, held = _apply_successes(candidates)
+    busy = (set(ids) - locked) | held
+    left = [pk for pk in ids if pk not in done and pk not in finished and pk not in busy]
+    return left, [pk for pk in ids if pk in busy]
 
 
-def _apply_successes(candidates) -> set[int]:
+def _apply_successes(candidates) -> tuple[set[int], set[int]]:
+    """Returns the ids of the rows applied, and of those whose project was held elsewhere."""
     if not candidates:
-        return set()
+        return set(), set()
     milestone_of = dict(
         Payment.objects.filter(pk__in=[payment_id for _, payment_id, _ in candidates])
         .exclude(milestone_id=None)
         .values_list("pk", "milestone_id")
     )
     # The documented lock order: projects, milestones, then payments, each by ascending id.
-    # A project another worker's batch holds is skipped, not waited for: its rows go to the
-    # one-by-one path (which waits) or, if they were only topped up, to their own task.
+    # A project another worker's batch holds is skipped, not waited for: its rows are busy
+    # (tried again shortly) or, if they were only topped up, left to their own task.
     milestones = milestones_for_update(milestone_ids=milestone_of.values(), skip_locked=True)
     payments = {
         payment.pk: payment
@@ -137,6 +142,11 @@ def _apply_successes(candidates) -> set[int]:
             pk__in=[pk for pk, milestone_id in milestone_of.items() if milestone_id in milestones]
         )
         .order_by("pk")
+    }
+    held = {
+        row.pk
+        for row, payment_id, _ in candidates
+        if payment_id in milestone_of and milestone_of[payment_id] not in milestones
     }
     per_milestone = Counter(milestone_of.values())
     chosen, offers = [], {}
@@ -214,4 +224,4 @@ def _apply_successes(candidates) -> set[int]:
                 next_attempt_at=None,
                 last_error="",
             )
-    return {row.pk for row in done_rows}
+    return {row.pk for row in done_rows}, held

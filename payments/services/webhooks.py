@@ -123,16 +123,17 @@ def webhook_process_many(*, webhook_event_ids: list[int]) -> int:
     """Process several inbox rows (the batched hand-off's task): the plain payment successes
     together in one transaction (payments/services/webhook_batch.py), the rest one by one,
     each in its own transaction; then number and publish all their events in one sequencer
-    pass."""
+    pass. Rows another worker's transaction holds are handed to a new task a moment later
+    (with a broker) rather than waited for; that worker has most likely applied them by then."""
     from payments.services.webhook_batch import webhook_process_batch
 
+    left, busy = webhook_event_ids, []
     with sequencing_deferred():
-        rest = (
-            webhook_process_batch(webhook_event_ids)
-            if settings.PAYMENTS_WEBHOOK_BATCH_APPLY
-            else webhook_event_ids
-        )
-        for webhook_event_id in rest:
+        if settings.PAYMENTS_WEBHOOK_BATCH_APPLY:
+            left, busy = webhook_process_batch(webhook_event_ids)
+        if busy and not enqueue.enqueue_busy(busy):
+            left = sorted([*left, *busy])
+        for webhook_event_id in left:
             webhook_process(webhook_event_id=webhook_event_id)
     return len(webhook_event_ids)
 

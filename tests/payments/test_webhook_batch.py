@@ -15,7 +15,7 @@ from django.utils import timezone
 from escrow import invariants
 from escrow import services as escrow_services
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Project
-from payments import services
+from payments import services, tasks
 from payments.models import Payment, WebhookEvent
 from payments.services import webhook_batch
 from realtime.events import sequencing_deferred
@@ -279,8 +279,9 @@ def test_the_batch_takes_the_plain_successes_and_leaves_the_rest(homeowner, cont
         rows = rows[len(kinds) :]
     ids = [row.pk for case_rows in by_case for row in case_rows]
 
-    left = webhook_batch.webhook_process_batch(ids)
+    left, busy = webhook_batch.webhook_process_batch(ids)
 
+    assert busy == []
     taken = {
         name
         for (name, *_), case_rows in zip(CASES, by_case, strict=True)
@@ -328,7 +329,7 @@ def test_the_batch_costs_one_ledger_call_per_event_and_a_fixed_number_of_stateme
         rows = WebhookEvent.objects.bulk_create(rows)
         # The sequencer's pass after the commit (numbering, publishing) is not the batch's.
         with sequencing_deferred(), CaptureQueriesContext(connection) as queries:
-            assert webhook_batch.webhook_process_batch([row.pk for row in rows]) == []
+            assert webhook_batch.webhook_process_batch([row.pk for row in rows]) == ([], [])
         return len(queries.captured_queries)
 
     five, twenty = cost(5, "five"), cost(20, "twenty")
@@ -354,7 +355,7 @@ def test_a_batch_that_fails_is_processed_one_by_one_with_nothing_half_done(
 
     monkeypatch.setattr(escrow_services.FundingBatch, "fund", fund_then_fail)
     ids = [row.pk for row in rows]
-    assert webhook_batch.webhook_process_batch(ids) == ids  # nothing kept: all handed on
+    assert webhook_batch.webhook_process_batch(ids) == (ids, [])  # nothing kept: all handed on
     assert JournalEntry.objects.filter(milestone__in=milestones).count() == 0
     assert not Event.objects.filter(data__project_id__in=[p.pk for p in projects]).exists()
 
@@ -416,7 +417,7 @@ def test_a_batch_tops_up_with_waiting_successes_and_leaves_everything_else(
     received = [row for row in rows if row.status == "received"]
     settings.PAYMENTS_WEBHOOK_BATCH_MAX = 4
 
-    assert webhook_batch.webhook_process_batch([received[0].pk]) == []
+    assert webhook_batch.webhook_process_batch([received[0].pk]) == ([], [])
 
     processed = WebhookEvent.objects.filter(status="processed")
     # Its own row and three waiting ones, the oldest first; the parked row waits for its time.
@@ -436,35 +437,59 @@ def test_a_batch_tops_up_with_waiting_successes_and_leaves_everything_else(
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
-def test_a_project_another_transaction_holds_is_skipped_not_waited_for(homeowner, contractor):
-    """Two workers' batches sharing a project do not queue behind each other: the held
-    project's rows are handed back (the one-by-one path waits for them), the rest go on."""
-    projects, _, payments, rows = build("held", homeowner.user, contractor.user, PLAIN[:2])
-    held = projects[0]
+def test_rows_another_transaction_holds_are_tried_again_shortly_not_waited_for(
+    homeowner, contractor, settings, monkeypatch
+):
+    """Two workers' batches sharing a project, or an inbox row, do not queue behind each
+    other: with a broker, the held rows go to a new task a moment later and the rest go on;
+    without one (Celery eager) they are processed one by one, waiting for the lock."""
+    projects, _, payments, rows = build("held", homeowner.user, contractor.user, PLAIN[:3])
+    held_project, held_row = projects[0], rows[-1]
     locked, release, done = threading.Event(), threading.Event(), threading.Event()
 
     def hold():
         try:
             with transaction.atomic():
-                Project.objects.select_for_update().get(pk=held.pk)
+                Project.objects.select_for_update().get(pk=held_project.pk)
+                WebhookEvent.objects.select_for_update().get(pk=held_row.pk)
                 locked.set()
                 release.wait(timeout=30)
         finally:
             done.set()
             connections.close_all()
 
+    queued = []
+    monkeypatch.setattr(
+        tasks.webhook_process_batch_task,
+        "apply_async",
+        lambda args, countdown: queued.append((args, countdown)),
+    )
+    settings.CELERY_TASK_ALWAYS_EAGER = False
     holder = threading.Thread(target=hold)
     holder.start()
     try:
         assert locked.wait(timeout=10)
-        left = webhook_batch.webhook_process_batch([row.pk for row in rows])
-        assert not done.is_set()  # returned while the other transaction still held its lock
+        ids = [row.pk for row in rows]
+        assert webhook_batch.webhook_process_batch(ids) == ([], [rows[0].pk, held_row.pk])
+        services.webhook_process_many(webhook_event_ids=[rows[0].pk, held_row.pk])
+        assert not done.is_set()  # both returned while the other transaction held its locks
     finally:
         release.set()
         holder.join(timeout=30)
-    assert left == [rows[0].pk]
-    assert Payment.objects.get(pk=payments[1].pk).status == "completed"
-    assert Payment.objects.get(pk=payments[0].pk).status == "processing"
-    services.webhook_process_many(webhook_event_ids=left)
-    assert Payment.objects.get(pk=payments[0].pk).status == "completed"
+    assert queued == [([[rows[0].pk, held_row.pk]], 1.0)]
+    statuses = dict(
+        Payment.objects.filter(pk__in=[p.pk for p in payments]).values_list("pk", "status")
+    )
+    # The held project's payment and the held row's (a verifying one) wait; the rest went on.
+    assert [statuses[p.pk] for p in payments] == [
+        "processing",
+        *["completed"] * 3,
+        "verifying",
+    ]
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    services.webhook_process_many(webhook_event_ids=[rows[0].pk, held_row.pk])
+    assert set(
+        Payment.objects.filter(pk__in=[p.pk for p in payments]).values_list("status", flat=True)
+    ) == {"completed"}
     check_ledger()
