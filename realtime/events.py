@@ -89,8 +89,9 @@ def emits_batched():
     """Inside a transaction: every emit() in the block is written when the block ends, in one
     INSERT per 500 events, in emit order (so the ids, and the public order the sequencer
     gives them, are what one INSERT each would have given). For loops emitting many events in
-    one transaction (a worker applying a batch of webhooks). An error in the block discards
-    them with the block's transaction."""
+    one transaction (a worker applying a batch of webhooks). An error out of the block
+    discards them with the block's transaction. Do not roll back a savepoint inside the block
+    and carry on: the events emitted inside it would still be written."""
     if not connection.in_atomic_block:
         raise RuntimeError("emits_batched() must run inside the transaction that makes the change")
     if getattr(connection, "_realtime_emit_buffer", None) is not None:

@@ -147,7 +147,7 @@ class FundingBatch:
     and the milestone UPDATEs done once for the batch instead of once per milestone.
 
     Only the plain case is taken: a milestone in `funding`, the amount and currency it asks
-    for, a funding reference posted nowhere yet. `fundable()` says which of the offered ones
+    for, a funding reference posted nowhere yet. `prepare()` says which of the offered ones
     qualify; the caller sends the rest through milestone_funded one by one (a late success
     after a reset to pending, a mismatch to log, an idempotent repeat).
 
@@ -207,10 +207,11 @@ class FundingBatch:
     def fund(self, milestone_id: int) -> Milestone:
         """What milestone_funded does for one prepared milestone, with its UPDATE left for
         finish(): funding → funded, Dr gateway / Cr escrow, the same three events."""
-        amount, currency, reference, provider = self.offers.pop(milestone_id)
+        amount, _currency, reference, provider = self.offers.pop(milestone_id)
         milestone = self.milestones[milestone_id]
         previous_balance = self.project_balance[milestone.project_id]
-        escrow = self.found[(f"escrow:milestone:{milestone.pk}", currency)]
+        spec = ledger.escrow_spec(milestone)
+        escrow = self.found[(spec.code, spec.currency)]
         milestone.status = Status.FUNDED
         milestone.funded_at = milestone.updated_at = self.now
         emit_status_updated(milestone, previous=Status.FUNDING, actor_id=None)
