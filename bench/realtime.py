@@ -560,6 +560,9 @@ def main() -> int:
 
         expected = delivered = duplicates_ignored = 0
         latencies = []
+        # p99 per 5 s of commits: is the tail spread over the run or one stretch of it?
+        windows: dict[int, list[float]] = {}
+        first_commit = min((value[0] for value in commits.values()), default=0.0)
         missing = []
         for event_id, (committed_at, targets) in commits.items():
             for user_id in targets:
@@ -568,6 +571,9 @@ def main() -> int:
                 if at is not None:
                     delivered += 1
                     latencies.append((at - committed_at) * 1000)
+                    windows.setdefault(int((committed_at - first_commit) // 5), []).append(
+                        latencies[-1]
+                    )
                 else:
                     missing.append((event_id, user_id, committed_at))
         del duplicates_ignored
@@ -605,6 +611,11 @@ def main() -> int:
                 f"{max(latencies) if latencies else float('nan'):.1f} ms",
             ),
             ("mean", f"{statistics.fmean(latencies) if latencies else float('nan'):.1f} ms"),
+            (
+                "p99 per 5 s of commits",
+                " / ".join(f"{percentile(windows[key], 0.99):.0f}" for key in sorted(windows))
+                + " ms",
+            ),
             (
                 "Daphne RSS idle / connected / peak / end",
                 f"{rss_idle / 1024:.0f} / {rss_connected / 1024:.0f} / {rss_peak / 1024:.0f} / "
