@@ -233,7 +233,10 @@ class LedgerBalanceSlot(models.Model):
     """A share of an unrestricted account's balance (see LedgerAccount). A posting adds its
     delta to one slot picked at random, in the same transaction as the posting."""
 
-    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="slots")
+    # No index of its own: ledger_balance_slot_unique (account, slot) serves look-ups by account.
+    account = models.ForeignKey(
+        LedgerAccount, on_delete=models.PROTECT, related_name="slots", db_index=False
+    )
     slot = models.PositiveSmallIntegerField()
     amount = models.BigIntegerField(default=0)
 
@@ -262,7 +265,9 @@ class JournalEntry(models.Model):
         GATEWAY_FEE = "gateway_fee"
         ADJUSTMENT = "adjustment"
 
-    reference = models.CharField(max_length=120, unique=True)
+    # Unique through Meta.constraints rather than unique=True, which on PostgreSQL also builds
+    # a second (varchar_pattern_ops) index that no query uses and every entry would maintain.
+    reference = models.CharField(max_length=120)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     currency = models.CharField(max_length=3)
     amount = models.BigIntegerField(help_text="Sum of the debit legs.")
@@ -285,7 +290,10 @@ class JournalEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "journal entries"
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="entry_amount_pos")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="entry_amount_pos"),
+            models.UniqueConstraint(fields=["reference"], name="journal_entry_reference_unique"),
+        ]
 
     def __str__(self) -> str:
         return self.reference
@@ -295,7 +303,10 @@ class Posting(models.Model):
     """One leg of an entry: debit positive, credit negative; never zero."""
 
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
-    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="postings")
+    # No index of its own: posting_account (account, entry) serves look-ups by account.
+    account = models.ForeignKey(
+        LedgerAccount, on_delete=models.PROTECT, related_name="postings", db_index=False
+    )
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
 
