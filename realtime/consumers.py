@@ -17,7 +17,7 @@ from django.conf import settings
 from realtime import selectors
 from realtime.auth import origin_is_allowed
 from realtime.presence import presence_store
-from realtime.tailer import tailer
+from realtime.tailer import latest_position, tailer
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.username = user.username
         self.api_key_id = self.scope.get("api_key_id")
         self.subscriptions: set[str] = set()
-        # Per channel, the last_event_id a subscribe resumed from: the client has every event
-        # up to it, so a late live copy of one (the embedded tailer catching up, a re-publish
-        # by the sweep) is not sent again after the replay.
+        # Per channel, the id up to which nothing is sent live: the last_event_id a subscribe
+        # resumed from (the client has every event up to it, so a late live copy of one, from
+        # the embedded tailer catching up or a re-publish by the sweep, is not sent again after
+        # the replay), or, embedded with several processes, the store's latest position when a
+        # plain subscription began (_live_from_now).
         self.resumed_up_to: dict[str, int] = {}
         self.presence_channels: set[str] = set()
         self.sent = _RecentIds(settings.REALTIME_DEDUPE_WINDOW)
@@ -103,10 +105,13 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.tasks: set[asyncio.Task] = set()
         self.buffered_bytes = self.scope.get("realtime.buffered_bytes")
-        await self.accept()
+        # The default subscription starts before the handshake completes, so that nothing
+        # the client does once connected can fall between the two (the outbox holds
+        # anything that arrives meanwhile).
         if self.api_key_id:
             await self.channel_layer.group_add(f"apikey.{self.api_key_id}", self.channel_name)
-        await self._add([f"user.{self.user_id}.payments"])
+        await self._live_from_now(await self._add([f"user.{self.user_id}.payments"]))
+        await self.accept()
         tailer.attach(self.channel_layer)
         self._start(self._send_loop())
         self._start(self._heartbeat_loop())
@@ -163,7 +168,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
             self._queue({"type": "error", "code": "forbidden", "channel": channel})
         # Join the groups before reading the store: an event sequenced after the read is
         # then certain to arrive live (positions are published in order), so there is no gap.
-        await self._add(allowed)
+        added = await self._add(allowed)
+        if last_event_id is None:
+            await self._live_from_now(added)
         self._queue({"type": "subscribed", "channels": allowed})
         if last_event_id is not None and allowed:
             for channel in allowed:
@@ -182,18 +189,35 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     # --- groups and presence ---------------------------------------------------------------
 
-    async def _add(self, channels: list[str]) -> None:
+    async def _live_from_now(self, channels: list[str]) -> None:
+        """Embedded mode with several server processes: this process's tailer reads the store
+        a period behind, so it would send events that committed before these subscriptions
+        began, late and after newer ones from this process. Live delivery on a channel
+        subscribed without last_event_id starts after the store's latest position, read
+        after joining the group and before the client hears it is subscribed. With Redis
+        (pub/sub spans the processes) nothing arrives that late, and nothing is read."""
+        if not channels or not tailer.enabled_for(self.channel_layer):
+            return
+        latest = await database_sync_to_async(latest_position)()
+        for channel in channels:
+            self.resumed_up_to[channel] = max(self.resumed_up_to.get(channel, 0), latest)
+
+    async def _add(self, channels: list[str]) -> list[str]:
+        """Join these channels' groups; returns the ones that were not joined already."""
+        added = []
         for channel in channels:
             if channel in self.subscriptions:
                 continue
             await self.channel_layer.group_add(channel, self.channel_name)
             self.subscriptions.add(channel)
+            added.append(channel)
             if selectors.channel_has_presence(channel):
                 self.presence_channels.add(channel)
                 online = await presence_store().join(
                     channel, self.channel_name, self.user_id, self.username
                 )
                 await self._announce(channel, "joined", online)
+        return added
 
     async def _remove(self, channels: list[str]) -> None:
         for channel in channels:

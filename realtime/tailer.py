@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 
 
-def _latest_id() -> int:
+def latest_position() -> int:
     from realtime.models import Event
 
     return (
@@ -60,7 +60,7 @@ class EventTailer:
     async def _run(self, layer) -> None:
         from realtime.publishing import group_message
 
-        cursor = await database_sync_to_async(_latest_id)()
+        cursor = await database_sync_to_async(latest_position)()
         while self.connections > 0:
             await asyncio.sleep(settings.REALTIME_TAIL_SECONDS)
             try:

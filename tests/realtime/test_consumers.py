@@ -540,3 +540,28 @@ async def test_after_a_resume_a_late_live_copy_of_an_older_event_is_not_sent():
     assert [m["id"] for m in await events_received(communicator, 1)] == [live.position]
     assert await nothing_more(communicator)
     await communicator.disconnect()
+
+
+async def test_embedded_with_several_processes_a_plain_subscription_gets_nothing_from_before_it(
+    settings,
+):
+    """Embedded mode, several processes: the tailer reads the store a period behind and
+    would send events committed before a connection subscribed, late. Live delivery on a
+    channel subscribed without last_event_id (the default one, and one asked for) starts
+    after the store's latest position; later events still arrive."""
+    from realtime.publishing import publish_events
+
+    settings.REALTIME_TAIL_SECONDS = 60  # the tailer is on (in-memory layer), its reads far off
+    user, key = await make_user()
+    payments, milestones = f"user.{user.pk}.payments", f"user.{user.pk}.milestones"
+    before = await aemit(channels=[payments, milestones], audience=[user])
+    communicator = await connect(key=key)
+    await subscribe(communicator, [milestones])
+
+    # The tailer's late copy of the event from before (a re-publish goes the same way).
+    await database_sync_to_async(publish_events)([before.position])
+    after = await aemit(channels=[payments, milestones], audience=[user])
+
+    assert [m["id"] for m in await events_received(communicator, 1)] == [after.position]
+    assert await nothing_more(communicator)
+    await communicator.disconnect()
