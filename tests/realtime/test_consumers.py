@@ -551,7 +551,9 @@ async def test_embedded_with_several_processes_a_plain_subscription_gets_nothing
     after the store's latest position; later events still arrive."""
     from realtime.publishing import publish_events
 
-    settings.REALTIME_TAIL_SECONDS = 60  # the tailer is on (in-memory layer), its reads far off
+    # Embedded: the in-memory layer (CI sets REDIS_URL), with the tailer on, its reads far off.
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.REALTIME_TAIL_SECONDS = 60
     user, key = await make_user()
     payments, milestones = f"user.{user.pk}.payments", f"user.{user.pk}.milestones"
     before = await aemit(channels=[payments, milestones], audience=[user])
