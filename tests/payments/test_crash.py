@@ -29,6 +29,7 @@ def test_tasks_ack_late_and_reject_on_worker_lost():
         tasks.refund_process_task,
         tasks.payout_process_task,
         tasks.webhook_process_task,
+        tasks.webhook_process_batch_task,
     ):
         assert task.acks_late is True
         assert task.reject_on_worker_lost is True
@@ -101,6 +102,61 @@ def test_killed_while_processing_a_webhook_the_rerun_applies_it_once(milestone):
     payment.refresh_from_db()
     assert payment.status == "completed"
     assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
+
+
+def test_killed_while_applying_a_batch_the_rerun_applies_each_event_once(project):
+    """The batch path (payments/services/webhook_batch.py) dies midway: nothing of the batch is
+    left (one transaction), and the redelivered task applies every event exactly once."""
+    from escrow import services as escrow_services
+    from payments.models import WebhookEvent
+    from tests.escrow.factories import MilestoneFactory
+    from tests.payments.test_webhook_batch import _event
+
+    payments = []
+    for position in range(3):
+        milestone = MilestoneFactory(project=project, amount=7_000, position=position)
+        milestone.status = "funding"
+        milestone.save(update_fields=["status"])
+        payments.append(
+            Payment.objects.create(
+                milestone=milestone,
+                project=project,
+                payer=project.homeowner,
+                payee=project.contractor,
+                provider="sandbox",
+                amount=7_000,
+                currency=project.currency,
+                status="processing",
+            )
+        )
+    rows = WebhookEvent.objects.bulk_create(
+        [_event(n, "succeeded", payment, "crash") for n, payment in enumerate(payments)]
+    )
+    ids = [row.pk for row in rows]
+    original, calls = escrow_services.FundingBatch.fund, []
+
+    def fund_then_die(self, milestone_id):
+        calls.append(milestone_id)
+        if len(calls) == 2:
+            raise WorkerKilled
+        return original(self, milestone_id)
+
+    with (
+        mock.patch.object(escrow_services.FundingBatch, "fund", fund_then_die),
+        pytest.raises(WorkerKilled),
+    ):
+        tasks.webhook_process_batch_task.run(ids)
+    assert set(WebhookEvent.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        "received"
+    }
+    assert not JournalEntry.objects.filter(milestone__project=project).exists()
+
+    tasks.webhook_process_batch_task.run(ids)  # the redelivery
+    tasks.webhook_process_batch_task.run(ids)  # and once more: nothing changes
+    for payment in payments:
+        payment.refresh_from_db()
+        assert payment.status == "completed"
+        assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
 
 
 KILL_SCRIPT = """
