@@ -3,10 +3,11 @@ applied in one transaction.
 
 One by one (webhooks._process), each success costs a transaction of about thirty statements:
 the inbox row, three lookups and three locks, two UPDATEs of the milestone, balance reads
-before and after, the ledger entry, five event INSERTs. Here a batch shares them: one
-statement locks the inbox rows, four lock every project, milestone and payment, two read the
-funding checks and the balances, two resolve the accounts, one INSERT writes all the events,
-three bulk UPDATEs write the payments, milestones and inbox rows, and each entry is still its
+before and after, the ledger entry, five event INSERTs. Here a batch shares them: two
+statements lock the inbox rows (its own and the top-up), two look up and three lock every
+project, milestone and payment, two read the funding checks and the balances, two resolve the
+accounts, one INSERT writes all the events, three UPDATEs write the payments, milestones and
+inbox rows (17 with BEGIN and COMMIT, whatever the batch's size), and each entry is still its
 own ledger call. The effects are the ones webhook_process would have had, row for row and
 event for event (tests/payments/test_webhook_batch.py compares the two).
 
@@ -15,7 +16,8 @@ moves to completed, with the amount and currency asked, for a milestone in `fund
 (escrow.services.FundingBatch decides that part), with no other delivery in the batch about
 the same payment, intent or milestone. Everything else, and everything if the batch fails for
 any reason, is left to webhook_process, one by one, after this commits: a delivery is never
-lost by this path, at worst it is processed the slow way."""
+lost by this path, at worst it is processed the slow way. Rows another transaction holds
+(an inbox row, a project) are skipped, not waited for, and handed back as busy."""
 
 from __future__ import annotations
 
