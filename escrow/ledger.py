@@ -469,12 +469,7 @@ def balances_of(account_ids) -> dict[int, int]:
 
 def project_escrow_balance(project_id: int) -> int:
     """What escrow holds for all of a project's milestones."""
-    return (
-        LedgerAccount.objects.filter(kind=Kind.ESCROW, milestone__project_id=project_id).aggregate(
-            total=Sum("balance")
-        )["total"]
-        or 0
-    )
+    return project_escrow_balances([project_id])[project_id]
 
 
 def project_escrow_balances(project_ids) -> dict[int, int]:

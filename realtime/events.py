@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.bulk import values_chunks
 from realtime.models import Event
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,6 @@ _INSERT = (
     "created_at) VALUES "
 )
 _VALUES = "(%s, %s, %s, %s, %s, %s, %s)"
-_BATCH_ROWS = 500  # 3,500 parameters a statement; SQLite allows 32,766
 
 
 @contextmanager
@@ -102,13 +102,9 @@ def emits_batched():
         yield
     finally:
         connection._realtime_emit_buffer = None
-    for start in range(0, len(rows), _BATCH_ROWS):
-        chunk = rows[start : start + _BATCH_ROWS]
+    for params, values in values_chunks(rows, 7):
         with connection.cursor() as cursor:
-            cursor.execute(
-                _INSERT + ", ".join([_VALUES] * len(chunk)),
-                [value for row in chunk for value in row],
-            )
+            cursor.execute(_INSERT + values, params)
 
 
 _JSON = Event._meta.get_field("data")

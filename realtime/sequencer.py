@@ -32,6 +32,7 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
+from common.bulk import values_chunks
 from realtime.models import Event
 
 logger = logging.getLogger(__name__)
@@ -156,18 +157,18 @@ def _sequence_batch() -> list[Event]:
             recipient_rows.extend((event.position, user_id) for user_id in event.audience)
         # One statement per chunk instead of one per row (VALUES columns are column1, ...
         # on both PostgreSQL and SQLite; only placeholders are formatted into the SQL).
-        for chunk, values in _chunks(rows, 3):
+        for chunk, values in values_chunks(rows, 3):
             cursor.execute(
                 "UPDATE realtime_event SET position = v.column1, sequence = v.column2 "  # noqa: S608
                 f"FROM (VALUES {values}) AS v WHERE realtime_event.id = v.column3",
                 chunk,
             )
-        for chunk, values in _chunks(channel_rows, 2):
+        for chunk, values in values_chunks(channel_rows, 2):
             cursor.execute(
                 f"INSERT INTO realtime_eventchannel (event_id, channel) VALUES {values}",  # noqa: S608
                 chunk,
             )
-        for chunk, values in _chunks(recipient_rows, 2):
+        for chunk, values in values_chunks(recipient_rows, 2):
             # Only users that exist: a user deleted between the emit and this step must not
             # fail the numbering of everyone's events (the row keeps its audience list).
             cursor.execute(
@@ -177,14 +178,6 @@ def _sequence_batch() -> list[Event]:
                 chunk,
             )
     return pending
-
-
-def _chunks(rows: list[tuple], width: int, size: int = 500):
-    """(flat parameters, VALUES placeholders) for up to `size` rows at a time."""
-    for start in range(0, len(rows), size):
-        chunk = rows[start : start + size]
-        row = "(" + ", ".join(["%s"] * width) + ")"
-        yield [value for item in chunk for value in item], ", ".join([row] * len(chunk))
 
 
 _PENDING = (

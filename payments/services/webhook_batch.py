@@ -35,6 +35,7 @@ from escrow.services import FundingBatch
 from payments.models import Payment, WebhookEvent
 from payments.services._events import emit_payment
 from payments.services.funding import target_status
+from payments.services.webhooks import PROVIDERS, _intent_from, _metadata_id
 from realtime.events import emits_batched
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,6 @@ def webhook_process_batch(webhook_event_ids: list[int]) -> tuple[list[int], list
 
 def _references(obj: dict) -> list[tuple[str, object]]:
     """What a delivery is about, so two in one batch about the same thing are left in order."""
-    from payments.services.webhooks import _metadata_id
-
     found = []
     payment_id = _metadata_id(obj, "payment_id")
     if payment_id is not None:
@@ -75,9 +74,7 @@ def _references(obj: dict) -> list[tuple[str, object]]:
     return found
 
 
-def _apply(ids: list[int]) -> list[int]:
-    from payments.services.webhooks import PROVIDERS, _intent_from, _metadata_id
-
+def _apply(ids: list[int]) -> tuple[list[int], list[int]]:
     rows = list(
         WebhookEvent.objects.select_for_update(skip_locked=True).filter(pk__in=ids).order_by("pk")
     )
@@ -97,20 +94,20 @@ def _apply(ids: list[int]) -> list[int]:
             .order_by("pk")[:room]
         )
 
-    objects, about = {}, Counter()
+    objects, about = {}, Counter()  # objects: row id → (data.object, its references)
     for row in rows:
         payload = row.payload if isinstance(row.payload, dict) else None
         obj = ((payload or {}).get("data") or {}).get("object")
         if isinstance(obj, dict):
-            objects[row.pk] = obj
-            about.update(_references(obj))
+            objects[row.pk] = obj, _references(obj)
+            about.update(objects[row.pk][1])
     candidates = []  # (row, payment id, intent)
     for row in rows:
-        obj = objects.get(row.pk)
-        if row.type not in TYPES or row.provider not in PROVIDERS or obj is None:
+        if row.type not in TYPES or row.provider not in PROVIDERS or row.pk not in objects:
             continue
+        obj, references = objects[row.pk]
         payment_id = _metadata_id(obj, "payment_id")
-        if payment_id is None or any(about[ref] > 1 for ref in _references(obj)):
+        if payment_id is None or any(about[ref] > 1 for ref in references):
             continue
         try:
             intent = _intent_from(obj)

@@ -104,33 +104,16 @@ def test_killed_while_processing_a_webhook_the_rerun_applies_it_once(milestone):
     assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
 
 
-def test_killed_while_applying_a_batch_the_rerun_applies_each_event_once(project):
+def test_killed_while_applying_a_batch_the_rerun_applies_each_event_once(homeowner, contractor):
     """The batch path (payments/services/webhook_batch.py) dies midway: nothing of the batch is
     left (one transaction), and the redelivered task applies every event exactly once."""
     from escrow import services as escrow_services
     from payments.models import WebhookEvent
-    from tests.escrow.factories import MilestoneFactory
-    from tests.payments.test_webhook_batch import _event
+    from tests.payments.test_webhook_batch import CASES, build
 
-    payments = []
-    for position in range(3):
-        milestone = MilestoneFactory(project=project, amount=7_000, position=position)
-        milestone.status = "funding"
-        milestone.save(update_fields=["status"])
-        payments.append(
-            Payment.objects.create(
-                milestone=milestone,
-                project=project,
-                payer=project.homeowner,
-                payee=project.contractor,
-                provider="sandbox",
-                amount=7_000,
-                currency=project.currency,
-                status="processing",
-            )
-        )
-    rows = WebhookEvent.objects.bulk_create(
-        [_event(n, "succeeded", payment, "crash") for n, payment in enumerate(payments)]
+    three_in_one_project = [case for case in CASES if "in one project" in case[0]]
+    _, milestones, payments, rows = build(
+        "crash", homeowner.user, contractor.user, three_in_one_project
     )
     ids = [row.pk for row in rows]
     original, calls = escrow_services.FundingBatch.fund, []
@@ -149,7 +132,7 @@ def test_killed_while_applying_a_batch_the_rerun_applies_each_event_once(project
     assert set(WebhookEvent.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
         "received"
     }
-    assert not JournalEntry.objects.filter(milestone__project=project).exists()
+    assert not JournalEntry.objects.filter(milestone__in=milestones).exists()
 
     tasks.webhook_process_batch_task.run(ids)  # the redelivery
     tasks.webhook_process_batch_task.run(ids)  # and once more: nothing changes
