@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from escrow.serializers import MinorUnitsField
 from payments.models import Payment, PaymentMethod, Refund
 
 
@@ -40,7 +41,9 @@ class PaymentSerializer(serializers.ModelSerializer):
 
 
 class RefundCreateSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(min_value=1)
+    # The same field as milestone amounts: a JSON integer only. DRF's IntegerField would take
+    # "5" and 5.0 and refund them.
+    amount = MinorUnitsField()
 
 
 class RefundSerializer(serializers.ModelSerializer):

@@ -60,8 +60,10 @@ def test_more_than_what_is_left_is_400_and_changes_nothing(operator, milestone):
     assert ledger.escrow_balance_of(milestone.pk) == 10_000
 
 
-@pytest.mark.parametrize("amount", [0, -5, "ten"])
+@pytest.mark.parametrize("amount", [0, -5, "ten", "5", 5.0, 2.5, True, None, 10**20])
 def test_invalid_amounts_are_400(operator, milestone, amount):
+    """Amounts are JSON integers of minor units (the contract): a numeric string, a float
+    (even a whole one), a boolean or an out-of-range number is refused, not converted."""
     payment = fund(milestone)
 
     assert refund(operator, payment, amount).status_code == 400
