@@ -49,6 +49,11 @@ test: export CELERY_TASK_ALWAYS_EAGER ?= true
 test: install $(CHROMIUM)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The ledger's throughput beside pgbench's (docs/PERFORMANCE.md); PostgreSQL on loopback only.
+bench-ledger: install
+	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
+	  $(PY) bench/ledger.py $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

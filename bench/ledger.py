@@ -2,11 +2,17 @@
 figure measured in the same run on the same server.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/ledger.py
-        [--seconds 15] [--workers 8] [--contractors 50] [--mode ledger|services|both]
+        [--seconds 10] [--rounds 3] [--workers 8] [--contractors 50]
+        [--mode ledger|services|both] [--no-pgbench]
 
 It creates its own databases (escrowpay_bench for the app, escrowpay_pgbench for pgbench) on the
-server named by DATABASE_URL (loopback), migrates the first, runs both measurements for a
-bounded time each, prints a table and drops both databases again.
+server named by DATABASE_URL (loopback), migrates the first, runs the measurements for a
+bounded time, prints a table and drops both databases again.
+
+The measurements alternate: each round runs the escrow side for --seconds (its workers idle
+otherwise), then pgbench for --seconds. This machine's capacity drifts by ±10% from minute to
+minute, so a ratio of two figures measured minutes apart says more about the drift than about
+the code; the per-round ratios and the ratio of the totals are printed.
 
 Each ledger worker is a separate process with its own connection. Per milestone it commits two
 transactions, as the services do: the funding (lock the milestone, Dr gateway:sandbox / Cr
@@ -210,7 +216,9 @@ def services_cycle(milestone_id: int) -> tuple[int, int]:
     return 2, 5
 
 
-def worker(url, mode, worker_id, projects, ready, go, stop_at, results):
+def worker(url, mode, worker_id, projects, ready, rounds, stop_at, results):
+    """Waits for each round's event, runs cycles until that round's stop time, reports what it
+    committed in the round, and waits for the next (idle while pgbench has the machine)."""
     setup_django(url)
     from django.db import connections
 
@@ -227,22 +235,27 @@ def worker(url, mode, worker_id, projects, ready, go, stop_at, results):
         statements[0] += 1
         return execute(sql, params, many, context)
 
-    go.wait()
-    entries = postings = transactions = 0
-    cpu_started = time.process_time()
-    with connections["default"].execute_wrapper(count):
-        while time.time() < stop_at.value:
-            if not pool:
-                pool = [m.pk for m in new_milestones(projects, worker_id, created)]
-                created += CHUNK
-            made_entries, made_postings = cycle(pool.pop())
-            entries += made_entries
-            postings += made_postings
-            transactions += 2 if mode == "ledger" else 4
-    cpu = time.process_time() - cpu_started
+    for go in rounds:
+        go.wait()
+        if stop_at.value == 0:  # the run was cut short
+            break
+        entries = postings = transactions = 0
+        statements[0] = 0
+        cpu_started = time.process_time()
+        with connections["default"].execute_wrapper(count):
+            while time.time() < stop_at.value:
+                if not pool:
+                    pool = [m.pk for m in new_milestones(projects, worker_id, created)]
+                    created += CHUNK
+                made_entries, made_postings = cycle(pool.pop())
+                entries += made_entries
+                postings += made_postings
+                transactions += 2 if mode == "ledger" else 4
+        cpu = time.process_time() - cpu_started
+        # BEGIN and COMMIT are round trips too, outside the execute wrapper.
+        round_trips = statements[0] + 2 * transactions
+        results.put((worker_id, entries, postings, transactions, round_trips, cpu))
     connections.close_all()
-    # BEGIN and COMMIT are round trips too, outside the execute wrapper.
-    results.put((worker_id, entries, postings, transactions, statements[0] + 2 * transactions, cpu))
 
 
 def release_connections() -> None:
@@ -252,7 +265,54 @@ def release_connections() -> None:
     connections["default"].close_pool()  # the pool keeps server sessions open otherwise
 
 
-def measure_app(url: str, *, mode: str, workers: int, seconds: float, contractors: int) -> dict:
+class App:
+    """One mode's worker processes, started once and driven round by round."""
+
+    def __init__(self, url, *, mode, workers, rounds, projects):
+        context = mp.get_context("spawn")
+        self.mode = mode
+        self.ready, self.results = context.Queue(), context.Queue()
+        self.rounds = [context.Event() for _ in range(rounds)]
+        self.stop_at = context.Value("d", 0.0)
+        self.processes = [
+            context.Process(
+                target=worker,
+                args=(url, mode, n, projects, self.ready, self.rounds, self.stop_at, self.results),
+                daemon=True,
+            )
+            for n in range(workers)
+        ]
+        for process in self.processes:
+            process.start()
+        for _ in self.processes:
+            self.ready.get(timeout=120)
+        self.done = 0
+
+    def run_round(self, seconds: float) -> dict:
+        started = time.time()
+        self.stop_at.value = started + seconds
+        self.rounds[self.done].set()
+        self.done += 1
+        totals = [self.results.get(timeout=seconds + 120) for _ in self.processes]
+        elapsed = time.time() - started  # until the last worker's last commit
+        return {
+            "entries": sum(t[1] for t in totals),
+            "postings": sum(t[2] for t in totals),
+            "transactions": sum(t[3] for t in totals),
+            "round_trips": sum(t[4] for t in totals),
+            "worker_cpu": sum(t[5] for t in totals),
+            "seconds": elapsed,
+        }
+
+    def finish(self) -> None:
+        self.stop_at.value = 0
+        for go in self.rounds[self.done :]:
+            go.set()
+        for process in self.processes:
+            process.join(timeout=30)
+
+
+def prepare_app_database(url: str, contractors: int) -> list[tuple[int, int]]:
     release_connections()
     recreate(url, APP_DB)
     from django.core.management import call_command
@@ -260,73 +320,59 @@ def measure_app(url: str, *, mode: str, workers: int, seconds: float, contractor
     call_command("migrate", verbosity=0)
     projects = seed(contractors)
     release_connections()
-    context = mp.get_context("spawn")
-    ready, results = context.Queue(), context.Queue()
-    go = context.Event()
-    stop_at = context.Value("d", 0.0)
-    processes = [
-        context.Process(
-            target=worker,
-            args=(url, mode, n, projects, ready, go, stop_at, results),
-            daemon=True,
-        )
-        for n in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    for _ in processes:
-        ready.get(timeout=120)
-    started = time.time()
-    stop_at.value = started + seconds
-    go.set()
-    totals = [results.get(timeout=seconds + 120) for _ in processes]
-    elapsed = time.time() - started
-    for process in processes:
-        process.join(timeout=30)
+    return projects
 
+
+def ledger_violations() -> list:
     from escrow import invariants
 
     violations = invariants.violations()
     release_connections()
-    return {
-        "entries": sum(t[1] for t in totals),
-        "postings": sum(t[2] for t in totals),
-        "transactions": sum(t[3] for t in totals),
-        "round_trips": sum(t[4] for t in totals),
-        "worker_cpu": sum(t[5] for t in totals),
-        "seconds": elapsed,
-        "violations": violations,
-    }
+    return violations
 
 
 # --- pgbench ----------------------------------------------------------------------------------
 
 
-def measure_pgbench(url: str, *, clients: int, seconds: int) -> tuple[float, str]:
-    parts = urlsplit(url)
-    env = {**os.environ, "PGHOST": parts.hostname, "PGPORT": str(parts.port or 5432)}
-    env["PGUSER"] = parts.username or "postgres"
-    if parts.password:
-        env["PGPASSWORD"] = parts.password
-    recreate(url, PGBENCH_DB)
-    try:
+class Pgbench:
+    """pgbench's TPC-B-like run on its own database, initialised once, run once per round."""
+
+    def __init__(self, url: str, *, clients: int):
+        parts = urlsplit(url)
+        self.url = url
+        self.env = {**os.environ, "PGHOST": parts.hostname, "PGPORT": str(parts.port or 5432)}
+        self.env["PGUSER"] = parts.username or "postgres"
+        if parts.password:
+            self.env["PGPASSWORD"] = parts.password
+        self.clients = clients
+        recreate(url, PGBENCH_DB)
         subprocess.run(
             ["pgbench", "-i", "-q", "-s", str(clients), PGBENCH_DB],
-            env=env,
+            env=self.env,
             check=True,
             capture_output=True,
             timeout=300,
         )
-        command = ["pgbench", "-c", str(clients), "-j", "2", "-T", str(seconds), PGBENCH_DB]
+
+    def command(self, seconds: int) -> list[str]:
+        return ["pgbench", "-c", str(self.clients), "-j", "2", "-T", str(seconds), PGBENCH_DB]
+
+    def run_round(self, seconds: int) -> float:
         run = subprocess.run(
-            command, env=env, check=True, capture_output=True, text=True, timeout=seconds + 120
+            self.command(seconds),
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
         )
-    finally:
-        drop(url, PGBENCH_DB)
-    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", run.stdout)
-    if match is None:
-        match = re.search(r"tps = ([0-9.]+)", run.stdout)
-    return float(match.group(1)), " ".join(command)
+        match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", run.stdout)
+        if match is None:
+            match = re.search(r"tps = ([0-9.]+)", run.stdout)
+        return float(match.group(1))
+
+    def finish(self) -> None:
+        drop(self.url, PGBENCH_DB)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -334,7 +380,8 @@ def measure_pgbench(url: str, *, clients: int, seconds: int) -> tuple[float, str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each segment")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--contractors", type=int, default=50)
     parser.add_argument("--mode", choices=["ledger", "services", "both"], default="ledger")
@@ -344,49 +391,79 @@ def main() -> None:
     setup_django(url)
 
     modes = ["ledger", "services"] if args.mode == "both" else [args.mode]
-    rows = []
+    apps, pgbench = [], None
+    per_round = []  # (round, mode or "pgbench", result or tps)
     try:
-        for mode in modes:
-            result = measure_app(
-                url,
-                mode=mode,
-                workers=args.workers,
-                seconds=args.seconds,
-                contractors=args.contractors,
-            )
-            rows.append((mode, result))
+        if not args.no_pgbench:
+            pgbench = Pgbench(url, clients=args.workers)
+        projects = prepare_app_database(url, args.contractors)
+        apps = [
+            App(url, mode=mode, workers=args.workers, rounds=args.rounds, projects=projects)
+            for mode in modes
+        ]
+        for number in range(1, args.rounds + 1):
+            for app in apps:
+                per_round.append((number, app.mode, app.run_round(args.seconds)))
+            if pgbench is not None:
+                per_round.append((number, "pgbench", pgbench.run_round(args.seconds)))
+        for app in apps:
+            app.finish()
+        violations = ledger_violations()
     finally:
+        for app in apps:
+            app.finish()
+        if pgbench is not None:
+            pgbench.finish()
         release_connections()
         drop(url, APP_DB)
-    if args.no_pgbench:
-        pgbench_tps, pgbench_command = float("nan"), "(skipped)"
-    else:
-        pgbench_tps, pgbench_command = measure_pgbench(
-            url, clients=args.workers, seconds=args.seconds
-        )
+    report(args, url, modes, per_round, violations, pgbench)
 
-    print(f"\n{args.workers} workers, {args.seconds} s each, server {urlsplit(url).netloc}")
-    print(f"pgbench: {pgbench_command} (scale {args.workers})\n")
-    print("| measurement | transactions/s | entries/s | postings/s | vs pgbench tps |")
-    print("|---|---:|---:|---:|---:|")
-    for mode, result in rows:
+
+def report(args, url, modes, per_round, violations, pgbench) -> None:
+    tps_of = {n: tps for n, name, tps in per_round if name == "pgbench"}
+    print(f"\n{args.workers} workers; {args.rounds} rounds of {args.seconds} s per measurement,")
+    print("each round the escrow side first, then pgbench; server " + urlsplit(url).netloc)
+    if pgbench is not None:
+        command = " ".join(pgbench.command(args.seconds))
+        print(f"pgbench: {command} (scale {args.workers})")
+    print()
+    print("| round | measurement | transactions/s | entries/s | postings/s | vs pgbench tps |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for number, name, result in per_round:
+        if name == "pgbench":
+            print(f"| {number} | pgbench TPC-B-like | {result:,.0f} | | | 100% |")
+            continue
         seconds = result["seconds"]
         tps = result["transactions"] / seconds
+        share = f"{100 * tps / tps_of[number]:.0f}%" if number in tps_of else "n/a"
         print(
-            f"| escrow {mode} ({result['entries']} entries) | {tps:,.0f} | "
-            f"{result['entries'] / seconds:,.0f} | {result['postings'] / seconds:,.0f} | "
-            f"{100 * tps / pgbench_tps:.0f}% |"
+            f"| {number} | escrow {name} | {tps:,.0f} | {result['entries'] / seconds:,.0f} | "
+            f"{result['postings'] / seconds:,.0f} | {share} |"
         )
-    print(f"| pgbench TPC-B-like | {pgbench_tps:,.0f} | | | 100% |")
+    pgbench_tps = sum(tps_of.values()) / len(tps_of) if tps_of else float("nan")
+    for mode in modes:
+        results = [result for _, name, result in per_round if name == mode]
+        seconds = sum(r["seconds"] for r in results)
+        tps = sum(r["transactions"] for r in results) / seconds
+        entries = max(sum(r["entries"] for r in results), 1)
+        share = f"{100 * tps / pgbench_tps:.0f}%" if tps_of else "n/a"
+        print(
+            f"| all | escrow {mode} ({entries} entries) | {tps:,.0f} | {entries / seconds:,.0f} | "
+            f"{sum(r['postings'] for r in results) / seconds:,.0f} | {share} |"
+        )
+    if tps_of:
+        print(f"| all | pgbench TPC-B-like (mean) | {pgbench_tps:,.0f} | | | 100% |")
     print()
-    for mode, result in rows:
-        entries = max(result["entries"], 1)
-        status = "ok" if not result["violations"] else f"VIOLATIONS {result['violations'][:3]}"
+    for mode in modes:
+        results = [result for _, name, result in per_round if name == mode]
+        entries = max(sum(r["entries"] for r in results), 1)
         print(
-            f"{mode}: {result['round_trips'] / entries:.1f} round trips and "
-            f"{1000 * result['worker_cpu'] / entries:.2f} ms of worker CPU per entry; "
-            f"check_ledger {status}"
+            f"{mode}: {sum(r['round_trips'] for r in results) / entries:.1f} round trips and "
+            f"{1000 * sum(r['worker_cpu'] for r in results) / entries:.2f} ms of worker CPU "
+            "per entry"
         )
+    status = "ok" if not violations else f"VIOLATIONS {violations[:3]}"
+    print(f"check_ledger on everything written: {status}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
