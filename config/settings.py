@@ -105,6 +105,13 @@ if DATABASE_URL:
             "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
             "timeout": env.int("DB_POOL_TIMEOUT", default=10),
         }
+        # Prepared statements for cursors that bind on the server: the ledger's function calls
+        # (escrow.ledger._prepared_cursor); Django's own cursors never prepare. Empty turns
+        # them off, e.g. behind a pooler in transaction mode that does not keep them.
+        prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5")
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = (
+            int(prepare_threshold) if prepare_threshold else None
+        )
         DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
 else:
     DATABASES = {

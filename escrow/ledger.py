@@ -52,6 +52,25 @@ class AccountSpec:
     user_id: int | None = None
 
 
+def _prepared_cursor():
+    """A cursor for the ledger's function calls (escrow_post_entry, escrow_post_entry_to). On
+    PostgreSQL it binds parameters on the server, so psycopg prepares the call once it has run
+    `prepare_threshold` times on the connection (settings: DB_PREPARE_THRESHOLD). Django's
+    default cursor interpolates the values, arrays included, into the SQL text in Python, and
+    PostgreSQL parses it afresh every time. Only calls are prepared: their own plan reads no
+    table, so a generic plan cannot go stale while a table grows (a prepared look-up planned
+    when the accounts table was empty kept scanning it whole; bench/ledger.py). It is still
+    Django's cursor wrapper, so transactions, error translation, execute_wrapper() and query
+    capture see these statements as any other."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+
+
 def _find_accounts(specs) -> dict[tuple[str, str], LedgerAccount]:
     keys = list(dict.fromkeys((spec.code, spec.currency) for spec in specs))
     with connection.cursor() as cursor:
@@ -172,12 +191,15 @@ class Posted:
     created: bool
 
 
+Account = LedgerAccount | AccountSpec
+
+
 def post_entry(
     *,
     reference: str,
     kind: str,
     currency: str,
-    legs: list[tuple[LedgerAccount, int]],
+    legs: list[tuple[Account, int]],
     milestone: Milestone | None = None,
     party_id: int | None = None,
     memo: str = "",
@@ -185,6 +207,11 @@ def post_entry(
 ) -> Posted:
     """Post one balanced entry. Idempotent on `reference`: a second call returns the first
     entry with created=False and changes nothing.
+
+    A leg's account is a LedgerAccount, or an AccountSpec for an account this call finds or
+    creates (as accounts() would). On PostgreSQL an entry with AccountSpecs goes to the
+    database in one round trip, look-ups and all (migration 0008), so a posting that reads no
+    balance first needs no accounts() call of its own.
 
     `slot`: the balance slot for shared accounts instead of a random one. A transaction that
     posts several entries to one shared account passes the same slot to each, so it holds one
@@ -197,11 +224,6 @@ def post_entry(
     if not connection.in_atomic_block:
         raise RuntimeError("post_entry() must run inside the caller's transaction")
     _validate(currency=currency, legs=legs)
-    per_account: dict[int, int] = defaultdict(int)
-    accounts = {}
-    for account, amount in legs:
-        per_account[account.pk] += amount
-        accounts[account.pk] = account
     entry = JournalEntry(
         reference=reference,
         kind=kind,
@@ -213,6 +235,18 @@ def post_entry(
         party_id=party_id,
         created_at=timezone.now(),
     )
+    if any(isinstance(account, AccountSpec) for account, _ in legs):
+        if connection.vendor == "postgresql":
+            entry.pk = _write_pg_to_specs(entry, legs, slot)
+            return _posted(entry)
+        specs = [account for account, _ in legs if isinstance(account, AccountSpec)]
+        resolved = dict(zip(specs, accounts(*specs), strict=True))
+        legs = [(resolved.get(account, account), amount) for account, amount in legs]
+    per_account: dict[int, int] = defaultdict(int)
+    by_id = {}
+    for account, amount in legs:
+        per_account[account.pk] += amount
+        by_id[account.pk] = account
     # Accounts in ascending id order, the one order every posting takes them in, so two
     # postings sharing accounts wait for each other instead of deadlocking (one slot per
     # account, so slot rows are taken in that order too). Restricted accounts: their one row,
@@ -220,16 +254,24 @@ def post_entry(
     # rarely wait for each other's commit.
     changes = []  # (account id, delta, slot or None)
     for account_id in sorted(per_account):
-        delta = per_account[account_id] * accounts[account_id].normal_sign
+        account = by_id[account_id]
+        delta = per_account[account_id] * account.normal_sign
         if delta:
-            use = None
-            if not accounts[account_id].is_restricted:
-                use = random.randrange(settings.LEDGER_BALANCE_SLOTS) if slot is None else slot
-            changes.append((account_id, delta, use))
+            changes.append((account_id, delta, _slot(account.is_restricted, slot)))
     write = _write_pg if connection.vendor == "postgresql" else _write_portable
     entry.pk = write(entry, legs, changes)
+    return _posted(entry)
+
+
+def _slot(restricted: bool, slot: int | None) -> int | None:
+    if restricted:
+        return None
+    return random.randrange(settings.LEDGER_BALANCE_SLOTS) if slot is None else slot
+
+
+def _posted(entry: JournalEntry) -> Posted:
     if entry.pk is None:  # the reference was posted already (maybe by a parallel transaction)
-        return Posted(entry=JournalEntry.objects.get(reference=reference), created=False)
+        return Posted(entry=JournalEntry.objects.get(reference=entry.reference), created=False)
     entry._state.adding = False
     entry._state.db = connection.alias
     return Posted(entry=entry, created=True)
@@ -265,7 +307,7 @@ _POST_ENTRY_PG = (
 
 
 def _write_pg(entry: JournalEntry, legs, changes) -> int | None:
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(
             _POST_ENTRY_PG,
             [
@@ -281,6 +323,59 @@ def _write_pg(entry: JournalEntry, legs, changes) -> int | None:
     if entry_id == -1:
         raise _overdraft(entry)
     return entry_id
+
+
+_POST_ENTRY_TO_PG = (
+    "SELECT escrow_post_entry_to(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "%s::text[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[], %s::bigint[], "
+    "%s::int[], %s::int[], %s::bigint[])"
+)
+
+
+def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None) -> int | None:
+    """escrow_post_entry_to() (migration 0008): each account once, with its signed change and
+    slot, and the legs as positions in that list; the function finds or creates the accounts
+    and orders the changes by account id."""
+    specs: dict[tuple[str, str], AccountSpec] = {}  # in order of first use
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    leg_accounts = []  # each leg's account as a position (from 1) in specs
+    for account, amount in legs:
+        spec = account if isinstance(account, AccountSpec) else spec_of(account)
+        key = (spec.code, spec.currency)
+        specs.setdefault(key, spec)
+        totals[key] += amount
+        leg_accounts.append(list(specs).index(key) + 1)  # an entry has a handful of legs
+    restricted = [spec.kind in LedgerAccount.RESTRICTED for spec in specs.values()]
+    deltas = [
+        totals[key] * (1 if spec.kind in LedgerAccount.DEBIT_NORMAL else -1)
+        for key, spec in specs.items()
+    ]
+    with _prepared_cursor() as cursor:
+        cursor.execute(
+            _POST_ENTRY_TO_PG,
+            [
+                *_entry_row(entry),
+                [spec.code for spec in specs.values()],
+                [spec.kind for spec in specs.values()],
+                restricted,
+                [spec.milestone_id for spec in specs.values()],
+                [spec.user_id for spec in specs.values()],
+                deltas,
+                [_slot(is_restricted, slot) for is_restricted in restricted],
+                leg_accounts,
+                [amount for _, amount in legs],
+            ],
+        )
+        entry_id = cursor.fetchone()[0]
+    if entry_id == -1:
+        raise _overdraft(entry)
+    return entry_id
+
+
+def spec_of(account: LedgerAccount) -> AccountSpec:
+    return AccountSpec(
+        account.code, account.kind, account.currency, account.milestone_id, account.user_id
+    )
 
 
 def _write_portable(entry: JournalEntry, legs, changes) -> int | None:
@@ -313,7 +408,7 @@ def _write_portable(entry: JournalEntry, legs, changes) -> int | None:
     return entry_id
 
 
-def _validate(*, currency: str, legs: list[tuple[LedgerAccount, int]]) -> None:
+def _validate(*, currency: str, legs: list[tuple[Account, int]]) -> None:
     if len(legs) < 2:
         raise UnbalancedEntry("an entry needs at least two legs")
     for account, amount in legs:
@@ -326,11 +421,11 @@ def _validate(*, currency: str, legs: list[tuple[LedgerAccount, int]]) -> None:
 
 
 # Debits are positive, credits negative.
-def debit(account: LedgerAccount, amount: int) -> tuple[LedgerAccount, int]:
+def debit(account: Account, amount: int) -> tuple[Account, int]:
     return (account, amount)
 
 
-def credit(account: LedgerAccount, amount: int) -> tuple[LedgerAccount, int]:
+def credit(account: Account, amount: int) -> tuple[Account, int]:
     return (account, -amount)
 
 
@@ -347,10 +442,11 @@ def post_funding(
     slot: int | None = None,
 ) -> Posted:
     """Funding succeeded: Dr gateway:<provider> / Cr escrow:milestone:<id>. `found` and `slot`
-    as for accounts() and post_entry() (a batch resolving its accounts in one query)."""
-    gateway, escrow = accounts(
-        gateway_spec(provider, milestone.project.currency), escrow_spec(milestone), found=found
-    )
+    as for accounts() and post_entry() (a batch resolving its accounts in one query); without
+    `found`, post_entry() finds or creates the two accounts itself."""
+    gateway, escrow = gateway_spec(provider, milestone.project.currency), escrow_spec(milestone)
+    if found is not None:
+        gateway, escrow = accounts(gateway, escrow, found=found)
     return post_entry(
         slot=slot,
         reference=f"fund:{reference}",
@@ -411,7 +507,7 @@ def post_settlement(
 
 def post_payout_started(*, payout_reference: str, user_id: int, amount: int, currency: str):
     """A payout to a contractor was sent: Dr payable:user:<id> / Cr payout:in_transit."""
-    payable, in_transit = accounts(payable_spec(user_id, currency), in_transit_spec(currency))
+    payable, in_transit = payable_spec(user_id, currency), in_transit_spec(currency)
     return post_entry(
         reference=f"payout:{payout_reference}",
         kind=JournalEntry.Kind.PAYOUT_STARTED,
@@ -425,7 +521,7 @@ def post_payout_paid(
     *, payout_reference: str, user_id: int, amount: int, currency: str, provider: str
 ):
     """The gateway paid it: Dr payout:in_transit / Cr gateway:<provider>."""
-    in_transit, gateway = accounts(in_transit_spec(currency), gateway_spec(provider, currency))
+    in_transit, gateway = in_transit_spec(currency), gateway_spec(provider, currency)
     return post_entry(
         reference=f"payout-paid:{payout_reference}",
         kind=JournalEntry.Kind.PAYOUT_PAID,
@@ -437,7 +533,7 @@ def post_payout_paid(
 
 def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, currency: str):
     """A sent payout failed: the money is owed to the contractor again."""
-    in_transit, payable = accounts(in_transit_spec(currency), payable_spec(user_id, currency))
+    in_transit, payable = in_transit_spec(currency), payable_spec(user_id, currency)
     return post_entry(
         reference=f"payout-failed:{payout_reference}",
         kind=JournalEntry.Kind.PAYOUT_FAILED,

@@ -517,3 +517,57 @@ def test_parallel_overdraw_of_an_escrow_account_is_refused_and_writes_nothing():
     assert ledger.balance(escrow) == 0
     assert JournalEntry.objects.count() == entries_before + 1
     assert not LedgerAccount.objects.filter(is_restricted=True, balance__lt=0).exists()
+
+
+def test_two_postings_creating_the_same_accounts_at_once_both_land_on_one_account():
+    """escrow_post_entry_to() (migration 0008) creates a missing account with INSERT .. ON
+    CONFLICT DO NOTHING. Here the first transaction has created gateway:sandbox and
+    revenue:fees in chf but not committed; the second, creating the same accounts, waits for
+    it, finds the rows once they are committed and posts to them: one account each, both
+    entries counted, nothing refused."""
+    first_posted, release_first = threading.Event(), threading.Event()
+
+    def post(reference: str, amount: int, hold: bool) -> int:
+        with transaction.atomic():
+            posted = ledger.post_entry(
+                reference=reference,
+                kind=JournalEntry.Kind.ADJUSTMENT,
+                currency="chf",
+                legs=[
+                    ledger.debit(ledger.gateway_spec("sandbox", "chf"), amount),
+                    ledger.credit(ledger.revenue_spec("chf"), amount),
+                ],
+            )
+            if hold:
+                first_posted.set()
+                assert release_first.wait(THREAD_TIMEOUT)
+        return posted.entry.pk
+
+    def second() -> int:
+        assert first_posted.wait(THREAD_TIMEOUT)
+        return post("race-2", 250, hold=False)
+
+    def let_first_commit_once_second_waits() -> None:
+        assert first_posted.wait(THREAD_TIMEOUT)
+        with connections["default"].cursor() as cursor:
+            for _ in range(400):  # up to 20 s
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+                threading.Event().wait(0.05)
+            else:
+                raise AssertionError("the second posting never waited for the first")
+        release_first.set()
+
+    outcomes = run_in_threads(
+        [lambda: post("race-1", 100, hold=True), second, let_first_commit_once_second_waits]
+    )
+
+    assert [error for _, error in outcomes] == [None, None, None]
+    assert LedgerAccount.objects.filter(currency="chf").count() == 2
+    assert balance_of("gateway:sandbox", "chf") == 350 and balance_of("revenue:fees", "chf") == 350
+    assert JournalEntry.objects.filter(currency="chf").count() == 2
+    assert "ledger ok" in check_ledger_output()

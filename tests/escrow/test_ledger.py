@@ -190,3 +190,155 @@ def test_on_postgresql_an_entry_is_written_in_one_round_trip():
         [(gateway.pk, 700), (escrow.pk, -700)]
     )
     assert ledger.balance(gateway) == 700 and ledger.balance(escrow) == 700
+
+
+def entry_rows(entry: JournalEntry) -> list[tuple[str, int]]:
+    return sorted(entry.postings.values_list("account__code", "amount"))
+
+
+def test_accounts_named_by_spec_are_found_or_created_by_the_posting_itself():
+    """A leg may name its account by AccountSpec (a funding, a payout): the posting finds it or
+    creates it, once per code and currency, and a repeat of the reference changes nothing."""
+    milestone = MilestoneFactory()
+    gateway = ledger.gateway_account("sandbox", "usd")  # exists already; escrow does not
+    escrow = ledger.escrow_spec(milestone)
+
+    with transaction.atomic():
+        first = ledger.post_entry(
+            reference="spec-1",
+            kind="fund",
+            currency="usd",
+            legs=[
+                ledger.debit(ledger.gateway_spec("sandbox", "usd"), 600),
+                ledger.credit(escrow, 600),
+            ],
+            milestone=milestone,
+        )
+        second = ledger.post_entry(
+            reference="spec-2",
+            kind="fund",
+            currency="usd",
+            legs=[ledger.debit(gateway, 50), ledger.credit(escrow, 50)],  # one of each kind
+        )
+        repeat = ledger.post_entry(
+            reference="spec-1",
+            kind="fund",
+            currency="usd",
+            legs=[
+                ledger.debit(ledger.gateway_spec("sandbox", "usd"), 600),
+                ledger.credit(escrow, 600),
+            ],
+        )
+
+    created = LedgerAccount.objects.get(code=escrow.code)
+    assert first.created and second.created and not repeat.created
+    assert repeat.entry.pk == first.entry.pk and first.entry.milestone_id == milestone.pk
+    assert (created.kind, created.milestone_id, created.is_restricted) == (
+        "escrow",
+        milestone.pk,
+        True,
+    )
+    assert LedgerAccount.objects.filter(code__in=[escrow.code, gateway.code]).count() == 2
+    assert entry_rows(first.entry) == [(escrow.code, -600), (gateway.code, 600)]
+    assert ledger.balance(created) == 650 and ledger.balance(gateway) == 650
+    assert JournalEntry.objects.count() == 2
+
+
+def test_an_overdraft_to_a_spec_account_is_refused_and_writes_no_entry():
+    milestone = MilestoneFactory()
+    legs = [
+        ledger.debit(ledger.escrow_spec(milestone), 10),
+        ledger.credit(ledger.gateway_spec("sandbox", "usd"), 10),
+    ]
+
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        ledger.post_entry(reference="spec-overdraft", kind="refund", currency="usd", legs=legs)
+
+    assert not JournalEntry.objects.exists() and not Posting.objects.exists()
+
+
+def test_a_spec_in_another_currency_is_refused():
+    milestone = MilestoneFactory()
+    legs = [
+        ledger.debit(ledger.gateway_spec("sandbox", "eur"), 10),
+        ledger.credit(ledger.escrow_spec(milestone), 10),
+    ]
+
+    with pytest.raises(UnbalancedEntry), transaction.atomic():
+        ledger.post_entry(reference="spec-mixed", kind="fund", currency="usd", legs=legs)
+
+    assert not JournalEntry.objects.exists() and not LedgerAccount.objects.exists()
+
+
+@requires_postgres
+@pytest.mark.postgres
+def test_on_postgresql_a_funding_is_one_round_trip_accounts_included():
+    """post_funding names its accounts by spec, so on PostgreSQL escrow_post_entry_to()
+    (migration 0008) finds the gateway account, creates the milestone's escrow account and
+    writes the entry in the one call; before, the look-up and the creation were two more
+    round trips (docs/PERFORMANCE.md). The rows are those of the portable path: the same
+    postings and balances as a funding posted to accounts resolved beforehand."""
+    by_spec, by_account = MilestoneFactory(amount=900), MilestoneFactory(amount=900)
+    ledger_gateway = ledger.gateway_account("sandbox", "usd")
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        posted = ledger.post_funding(
+            milestone=by_spec, amount=900, provider="sandbox", reference="p-spec"
+        )
+    with transaction.atomic():
+        gateway, escrow = ledger.accounts(
+            ledger.gateway_spec("sandbox", "usd"), ledger.escrow_spec(by_account)
+        )
+        resolved = ledger.post_entry(
+            reference="fund:p-account",
+            kind="fund",
+            currency="usd",
+            legs=[ledger.debit(gateway, 900), ledger.credit(escrow, 900)],
+            milestone=by_account,
+            party_id=by_account.project.homeowner_id,
+        )
+
+    assert [q["sql"].split("(")[0] for q in queries.captured_queries] == [
+        "SELECT escrow_post_entry_to"
+    ]
+    spec_escrow = LedgerAccount.objects.get(code=f"escrow:milestone:{by_spec.pk}")
+    assert entry_rows(posted.entry) == [(spec_escrow.code, -900), ("gateway:sandbox", 900)]
+    assert [(p.amount, p.account.kind) for p in posted.entry.postings.order_by("amount")] == [
+        (p.amount, p.account.kind) for p in resolved.entry.postings.order_by("amount")
+    ]
+    fields = ["kind", "currency", "amount"]
+    assert [getattr(posted.entry, f) for f in fields] == [
+        getattr(resolved.entry, f) for f in fields
+    ]
+    assert (posted.entry.project_id, posted.entry.party_id) == (
+        by_spec.project_id,
+        by_spec.project.homeowner_id,
+    )
+    assert ledger.balance(spec_escrow) == ledger.balance(escrow) == 900
+    assert ledger.balance(ledger_gateway) == 1800
+
+
+@requires_postgres
+@pytest.mark.postgres
+def test_on_postgresql_the_ledger_calls_are_prepared_statements():
+    """The ledger's function calls bind on the server, so psycopg prepares them after
+    DB_PREPARE_THRESHOLD (5) runs on a connection and PostgreSQL stops parsing each one."""
+    milestones = MilestoneFactory.create_batch(7, amount=100)
+
+    with transaction.atomic():
+        for milestone in milestones:
+            ledger.post_funding(
+                milestone=milestone,
+                amount=100,
+                provider="sandbox",
+                reference=f"prep-{milestone.pk}",
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements "
+                "WHERE statement LIKE 'SELECT escrow_post_entry_to(%%'"
+            )
+            prepared = cursor.fetchone()[0]
+
+    assert prepared == 1
+    assert ledger.balance(ledger.gateway_account("sandbox", "usd")) == 700
