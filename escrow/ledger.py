@@ -204,6 +204,7 @@ def post_entry(
     party_id: int | None = None,
     memo: str = "",
     slot: int | None = None,
+    empties: tuple[Account, ...] = (),
 ) -> Posted:
     """Post one balanced entry. Idempotent on `reference`: a second call returns the first
     entry with created=False and changes nothing.
@@ -218,12 +219,22 @@ def post_entry(
     slot row of that account, and two such transactions cannot each hold a slot the other
     wants next.
 
+    `empties`: restricted accounts among the legs that the entry must leave at exactly zero (a
+    settlement moves the milestone's whole escrow out). Their balances are read before
+    anything is written, so the caller must hold the lock that guards them (the milestone's).
+
     Raises UnbalancedEntry (legs do not sum to zero, mix currencies, or contain a zero) and
-    InsufficientFunds (a restricted account would go negative; nothing is written then).
+    InsufficientFunds (a restricted account would go negative, or one of `empties` would not
+    end at zero; nothing is written then).
     """
     if not connection.in_atomic_block:
         raise RuntimeError("post_entry() must run inside the caller's transaction")
     _validate(currency=currency, legs=legs)
+    empty_keys = {(account.code, account.currency) for account in empties}
+    if not empty_keys <= {(account.code, account.currency) for account, _ in legs}:
+        raise UnbalancedEntry("an account the entry must empty is not one of its legs")
+    if any(account.kind not in LedgerAccount.RESTRICTED for account in empties):
+        raise UnbalancedEntry("only a restricted account can be required to end at zero")
     entry = JournalEntry(
         reference=reference,
         kind=kind,
@@ -235,9 +246,9 @@ def post_entry(
         party_id=party_id,
         created_at=timezone.now(),
     )
-    if any(isinstance(account, AccountSpec) for account, _ in legs):
+    if empty_keys or any(isinstance(account, AccountSpec) for account, _ in legs):
         if connection.vendor == "postgresql":
-            entry.pk = _write_pg_to_specs(entry, legs, slot)
+            entry.pk = _write_pg_to_specs(entry, legs, slot, empty_keys)
             return _posted(entry)
         specs = [account for account, _ in legs if isinstance(account, AccountSpec)]
         resolved = dict(zip(specs, accounts(*specs), strict=True))
@@ -258,6 +269,9 @@ def post_entry(
         delta = per_account[account_id] * account.normal_sign
         if delta:
             changes.append((account_id, delta, _slot(account.is_restricted, slot)))
+        emptied = (account.code, account.currency) in empty_keys
+        if emptied and balances_of([account_id])[account_id] + delta != 0:
+            raise _not_emptied(entry)
     write = _write_pg if connection.vendor == "postgresql" else _write_portable
     entry.pk = write(entry, legs, changes)
     return _posted(entry)
@@ -279,6 +293,13 @@ def _posted(entry: JournalEntry) -> Posted:
 
 def _overdraft(entry: JournalEntry) -> InsufficientFunds:
     return InsufficientFunds(f"Posting {entry.reference} would overdraw a restricted account.")
+
+
+def _not_emptied(entry: JournalEntry) -> InsufficientFunds:
+    return InsufficientFunds(
+        f"Posting {entry.reference} would leave money in an account it must empty; the ledger "
+        "does not hold what the caller expected."
+    )
 
 
 def _entry_row(entry: JournalEntry) -> list:
@@ -328,11 +349,11 @@ def _write_pg(entry: JournalEntry, legs, changes) -> int | None:
 _POST_ENTRY_TO_PG = (
     "SELECT escrow_post_entry_to(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
     "%s::text[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    "%s::int[], %s::int[], %s::bigint[])"
+    "%s::int[], %s::boolean[], %s::int[], %s::bigint[])"
 )
 
 
-def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None) -> int | None:
+def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None, empty_keys) -> int | None:
     """escrow_post_entry_to() (migration 0008): each account once, with its signed change and
     slot, and the legs as positions in that list; the function finds or creates the accounts
     and orders the changes by account id."""
@@ -362,6 +383,7 @@ def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None) -> int | Non
                 [spec.user_id for spec in specs.values()],
                 deltas,
                 [_slot(is_restricted, slot) for is_restricted in restricted],
+                [key in empty_keys for key in specs],
                 leg_accounts,
                 [amount for _, amount in legs],
             ],
@@ -369,6 +391,8 @@ def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None) -> int | Non
         entry_id = cursor.fetchone()[0]
     if entry_id == -1:
         raise _overdraft(entry)
+    if entry_id == -2:
+        raise _not_emptied(entry)
     return entry_id
 
 
@@ -463,38 +487,30 @@ def post_settlement(
 ) -> Posted:
     """Move the milestone's whole escrow out in one entry: the released part to the contractor's
     payable (minus the fee, which goes to revenue) and the rest back to the gateway (refund).
-    Used for a release (release_amount == escrow), a refund (0) and a split (in between)."""
+    Used for a release (release_amount == escrow), a refund (0) and a split (in between).
+
+    What escrow holds is the milestone's `held_amount` (the caller holds the milestone's lock),
+    and the entry must leave the escrow account at exactly zero: if the ledger held anything
+    else, nothing is posted (InsufficientFunds). On PostgreSQL that check, the look-ups and the
+    entry are one round trip (post_entry with AccountSpecs)."""
     currency = milestone.project.currency
-    # Every account this settlement may touch, in one query; only the ones it uses are created.
-    specs = {
-        "escrow": escrow_spec(milestone),
-        "payable": payable_spec(milestone.project.contractor_id, currency),
-        "revenue": revenue_spec(currency),
-    }
-    if milestone.funded_via:
-        specs["gateway"] = gateway_spec(milestone.funded_via, currency)
-    found = _find_accounts(specs.values())
-
-    def account(name: str) -> LedgerAccount:
-        return accounts(specs[name], found=found)[0]
-
-    escrow = account("escrow")
-    held = escrow.balance  # read just now, under the milestone's lock
+    held = milestone.held_amount
     refund_amount = held - release_amount
     if not 0 <= release_amount <= held or not 0 <= fee <= release_amount:
         raise InsufficientFunds(
             f"Milestone {milestone.pk} holds {held}; cannot release {release_amount}."
         )
+    escrow = escrow_spec(milestone)
     legs = [debit(escrow, held)]
     payout = release_amount - fee
     if payout:
-        legs.append(credit(account("payable"), payout))
+        legs.append(credit(payable_spec(milestone.project.contractor_id, currency), payout))
     if fee:
-        legs.append(credit(account("revenue"), fee))
+        legs.append(credit(revenue_spec(currency), fee))
     if refund_amount:
         if not milestone.funded_via:
             raise UnbalancedEntry(f"milestone {milestone.pk} holds money but has no gateway")
-        legs.append(credit(account("gateway"), refund_amount))
+        legs.append(credit(gateway_spec(milestone.funded_via, currency), refund_amount))
     return post_entry(
         reference=reference,
         kind=kind,
@@ -502,6 +518,7 @@ def post_settlement(
         legs=legs,
         milestone=milestone,
         party_id=milestone.project.contractor_id if release_amount else None,
+        empties=(escrow,),
     )
 
 

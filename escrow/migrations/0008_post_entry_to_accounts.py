@@ -9,6 +9,9 @@ legs pointing at them. This function then does what the portable path does in th
 - finds each account by (code, currency), one unique-index lookup each, or creates it with
   `INSERT .. ON CONFLICT DO NOTHING` (a transaction creating the same account in parallel is
   waited for and its row read, as `ledger.accounts()` does);
+- refuses (returns -2, writes nothing) when an account the entry must empty (a settlement's
+  escrow) would not end at zero: its balance is read first, under the caller's milestone lock,
+  as `ledger.post_settlement` read it before it moved the whole escrow out;
 - orders the balance changes by account id, the one lock order of every posting;
 - hands the entry to escrow_post_entry() (0006), which writes it, its postings and the balance
   changes in its own subtransaction and returns the id, NULL for a reference posted already, or
@@ -26,7 +29,7 @@ CREATE OR REPLACE FUNCTION escrow_post_entry_to(
     p_reference text, p_kind text, p_currency text, p_amount bigint, p_memo text,
     p_project_id bigint, p_milestone_id bigint, p_party_id bigint, p_created_at timestamptz,
     p_codes text[], p_kinds text[], p_restricted boolean[], p_milestones bigint[],
-    p_users bigint[], p_deltas bigint[], p_slots int[],
+    p_users bigint[], p_deltas bigint[], p_slots int[], p_empties boolean[],
     p_leg_accounts int[], p_leg_amounts bigint[]
 ) RETURNS bigint AS $$
 DECLARE
@@ -57,6 +60,12 @@ BEGIN
             END IF;
         END IF;
         ids := ids || account;
+        IF p_empties[i] AND NOT EXISTS (
+            SELECT 1 FROM escrow_ledgeraccount
+             WHERE id = account AND is_restricted AND balance + p_deltas[i] = 0
+        ) THEN
+            RETURN -2;
+        END IF;
     END LOOP;
 
     FOR i IN 1 .. coalesce(array_length(p_leg_accounts, 1), 0) LOOP
@@ -79,7 +88,7 @@ $$ LANGUAGE plpgsql;
 BACKWARD = r"""
 DROP FUNCTION IF EXISTS escrow_post_entry_to(
     text, text, text, bigint, text, bigint, bigint, bigint, timestamptz,
-    text[], text[], boolean[], bigint[], bigint[], bigint[], int[], int[], bigint[]
+    text[], text[], boolean[], bigint[], bigint[], bigint[], int[], boolean[], int[], bigint[]
 );
 """
 

@@ -342,3 +342,91 @@ def test_on_postgresql_the_ledger_calls_are_prepared_statements():
 
     assert prepared == 1
     assert ledger.balance(ledger.gateway_account("sandbox", "usd")) == 700
+
+
+def funded_milestone(amount: int = 1_000) -> Milestone:
+    milestone = MilestoneFactory(amount=amount)
+    fund(milestone)
+    return Milestone.objects.select_related("project").get(pk=milestone.pk)
+
+
+def test_a_settlement_empties_escrow_and_is_refused_when_the_ledger_holds_something_else():
+    """post_settlement moves the milestone's held_amount out and requires the escrow account to
+    end at zero. With 5 more in escrow than the milestone says (a wrong entry elsewhere) the
+    release is refused and nothing is posted, rather than leaving money behind."""
+    clean, tampered = funded_milestone(), funded_milestone()
+    with transaction.atomic():
+        ledger.post_entry(
+            reference="stray",
+            kind="adjustment",
+            currency="usd",
+            legs=[
+                ledger.debit(ledger.gateway_spec("sandbox", "usd"), 5),
+                ledger.credit(ledger.escrow_spec(tampered), 5),
+            ],
+        )
+
+    with transaction.atomic():
+        posted = ledger.post_settlement(
+            milestone=clean, release_amount=1_000, fee=50, kind="release", reference="rel-clean"
+        )
+    with pytest.raises(InsufficientFunds, match="must empty"), transaction.atomic():
+        ledger.post_settlement(
+            milestone=tampered, release_amount=1_000, fee=50, kind="release", reference="rel-bad"
+        )
+
+    contractor = clean.project.contractor_id
+    assert entry_rows(posted.entry) == sorted(
+        [
+            (f"escrow:milestone:{clean.pk}", 1_000),
+            (f"payable:user:{contractor}", -950),
+            ("revenue:fees", -50),
+        ]
+    )
+    assert ledger.escrow_balance_of(clean.pk) == 0
+    assert ledger.escrow_balance_of(tampered.pk) == 1_005
+    assert not JournalEntry.objects.filter(reference="rel-bad").exists()
+
+
+def test_only_a_restricted_leg_can_be_required_to_end_at_zero():
+    milestone = MilestoneFactory()
+    gateway, escrow = ledger.gateway_spec("sandbox", "usd"), ledger.escrow_spec(milestone)
+    other = ledger.escrow_spec(MilestoneFactory())
+
+    for empties in [(gateway,), (other,)]:
+        with pytest.raises(UnbalancedEntry), transaction.atomic():
+            ledger.post_entry(
+                reference="empties",
+                kind="fund",
+                currency="usd",
+                legs=[ledger.debit(gateway, 5), ledger.credit(escrow, 5)],
+                empties=empties,
+            )
+
+    assert not JournalEntry.objects.exists()
+
+
+@requires_postgres
+@pytest.mark.postgres
+def test_on_postgresql_a_settlement_is_one_round_trip():
+    """A release names escrow, payable and revenue by spec and checks that escrow ends at zero
+    inside escrow_post_entry_to(): one call where it was a look-up and a call."""
+    milestone = funded_milestone(2_000)
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        posted = ledger.post_settlement(
+            milestone=milestone, release_amount=1_500, fee=75, kind="split", reference="split-1"
+        )
+
+    assert [q["sql"].split("(")[0] for q in queries.captured_queries] == [
+        "SELECT escrow_post_entry_to"
+    ]
+    assert entry_rows(posted.entry) == sorted(
+        [
+            (f"escrow:milestone:{milestone.pk}", 2_000),
+            (f"payable:user:{milestone.project.contractor_id}", -1_425),
+            ("revenue:fees", -75),
+            ("gateway:sandbox", -500),
+        ]
+    )
+    assert ledger.escrow_balance_of(milestone.pk) == 0
