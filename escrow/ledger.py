@@ -251,8 +251,9 @@ def post_entry(
             entry.pk = _write_pg_to_specs(entry, legs, slot, empty_keys)
             return _posted(entry)
         specs = [account for account, _ in legs if isinstance(account, AccountSpec)]
-        resolved = dict(zip(specs, accounts(*specs), strict=True))
-        legs = [(resolved.get(account, account), amount) for account, amount in legs]
+        if specs:
+            resolved = dict(zip(specs, accounts(*specs), strict=True))
+            legs = [(resolved.get(account, account), amount) for account, amount in legs]
     per_account: dict[int, int] = defaultdict(int)
     by_id = {}
     for account, amount in legs:

@@ -430,3 +430,30 @@ def test_on_postgresql_a_settlement_is_one_round_trip():
         ]
     )
     assert ledger.escrow_balance_of(milestone.pk) == 0
+
+
+def test_empties_works_with_resolved_accounts_too():
+    """The zero-after check is the same whether the legs name LedgerAccounts or specs."""
+    milestone = funded_milestone(300)
+    escrow = ledger.escrow_account(milestone)
+    gateway = ledger.gateway_account("sandbox", "usd")
+
+    with pytest.raises(InsufficientFunds), transaction.atomic():
+        ledger.post_entry(
+            reference="partly",
+            kind="refund",
+            currency="usd",
+            legs=[ledger.debit(escrow, 200), ledger.credit(gateway, 200)],
+            empties=(escrow,),
+        )
+    with transaction.atomic():
+        posted = ledger.post_entry(
+            reference="wholly",
+            kind="refund",
+            currency="usd",
+            legs=[ledger.debit(escrow, 300), ledger.credit(gateway, 300)],
+            empties=(escrow,),
+        )
+
+    assert posted.created and ledger.escrow_balance_of(milestone.pk) == 0
+    assert not JournalEntry.objects.filter(reference="partly").exists()
