@@ -250,6 +250,9 @@ def post_entry(
         if connection.vendor == "postgresql":
             entry.pk = _write_pg_to_specs(entry, legs, slot, empty_keys)
             return _posted(entry)
+        if empty_keys and JournalEntry.objects.filter(reference=reference).exists():
+            entry.pk = None  # a repeat: the account it emptied is empty now
+            return _posted(entry)
         specs = [account for account, _ in legs if isinstance(account, AccountSpec)]
         if specs:
             resolved = dict(zip(specs, accounts(*specs), strict=True))

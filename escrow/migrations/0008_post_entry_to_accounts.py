@@ -9,6 +9,8 @@ legs pointing at them. This function then does what the portable path does in th
 - finds each account by (code, currency), one unique-index lookup each, or creates it with
   `INSERT .. ON CONFLICT DO NOTHING` (a transaction creating the same account in parallel is
   waited for and its row read, as `ledger.accounts()` does);
+- returns NULL for a repeated reference of an entry that must empty an account, before the
+  check below (the account is empty by then);
 - refuses (returns -2, writes nothing) when an account the entry must empty (a settlement's
   escrow) would not end at zero: its balance is read first, under the caller's milestone lock,
   as `ledger.post_settlement` read it before it moved the whole escrow out;
@@ -40,6 +42,12 @@ DECLARE
     change_deltas bigint[];
     change_slots int[];
 BEGIN
+    -- A repeat of an entry that must empty an account finds it empty already: answer as for
+    -- any repeated reference (escrow_post_entry would), before the balance check refuses it.
+    IF true = ANY(p_empties)
+       AND EXISTS (SELECT 1 FROM escrow_journalentry WHERE reference = p_reference) THEN
+        RETURN NULL;
+    END IF;
     FOR i IN 1 .. coalesce(array_length(p_codes, 1), 0) LOOP
         SELECT id INTO account FROM escrow_ledgeraccount
          WHERE code = p_codes[i] AND currency = p_currency;

@@ -457,3 +457,21 @@ def test_empties_works_with_resolved_accounts_too():
 
     assert posted.created and ledger.escrow_balance_of(milestone.pk) == 0
     assert not JournalEntry.objects.filter(reference="partly").exists()
+
+
+def test_a_repeated_settlement_returns_the_first_entry_and_changes_nothing():
+    """Idempotent on the reference like any entry, although its escrow is empty by then."""
+    milestone = funded_milestone(400)
+
+    with transaction.atomic():
+        first = ledger.post_settlement(
+            milestone=milestone, release_amount=400, fee=20, kind="release", reference="rel-r"
+        )
+    with transaction.atomic():
+        again = ledger.post_settlement(
+            milestone=milestone, release_amount=400, fee=20, kind="release", reference="rel-r"
+        )
+
+    assert first.created and not again.created and again.entry.pk == first.entry.pk
+    assert JournalEntry.objects.filter(kind="release").count() == 1
+    assert ledger.escrow_balance_of(milestone.pk) == 0
