@@ -406,9 +406,7 @@ def main() -> None:
                 per_round.append((number, app.mode, app.run_round(args.seconds)))
             if pgbench is not None:
                 per_round.append((number, "pgbench", pgbench.run_round(args.seconds)))
-        for app in apps:
-            app.finish()
-        violations = ledger_violations()
+        violations = ledger_violations()  # every worker has committed its last round
     finally:
         for app in apps:
             app.finish()

@@ -362,14 +362,16 @@ def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None, empty_keys) 
     slot, and the legs as positions in that list; the function finds or creates the accounts
     and orders the changes by account id."""
     specs: dict[tuple[str, str], AccountSpec] = {}  # in order of first use
+    positions: dict[tuple[str, str], int] = {}  # from 1, as PostgreSQL arrays count
     totals: dict[tuple[str, str], int] = defaultdict(int)
-    leg_accounts = []  # each leg's account as a position (from 1) in specs
+    leg_accounts = []
     for account, amount in legs:
         spec = account if isinstance(account, AccountSpec) else spec_of(account)
         key = (spec.code, spec.currency)
         specs.setdefault(key, spec)
+        positions.setdefault(key, len(positions) + 1)
         totals[key] += amount
-        leg_accounts.append(list(specs).index(key) + 1)  # an entry has a handful of legs
+        leg_accounts.append(positions[key])
     restricted = [spec.kind in LedgerAccount.RESTRICTED for spec in specs.values()]
     deltas = [
         totals[key] * (1 if spec.kind in LedgerAccount.DEBIT_NORMAL else -1)

@@ -388,9 +388,7 @@ def milestone_refund_partial(
         )
     currency = milestone.project.currency
     previous_balance = project_escrow_balance(milestone.project_id)
-    escrow, gateway = ledger.accounts(
-        ledger.escrow_spec(milestone), ledger.gateway_spec(provider, currency)
-    )
+    escrow, gateway = ledger.escrow_spec(milestone), ledger.gateway_spec(provider, currency)
     posted = ledger.post_entry(
         reference=f"refund:{reference}",
         kind=JournalEntry.Kind.REFUND,

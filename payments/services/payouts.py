@@ -268,8 +268,8 @@ def _apply_reversal(payout: Payout, result: TransferResult) -> None:
         kind=JournalEntry.Kind.PAYOUT_REVERSED,
         currency=payout.currency,
         legs=[
-            ledger.debit(ledger.gateway_account(payout.provider, payout.currency), step),
-            ledger.credit(ledger.payable_account(payout.payee_id, payout.currency), step),
+            ledger.debit(ledger.gateway_spec(payout.provider, payout.currency), step),
+            ledger.credit(ledger.payable_spec(payout.payee_id, payout.currency), step),
         ],
         party_id=payout.payee_id,
         memo=f"transfer {result.id or payout.gateway_transfer_id} reversed",
