@@ -136,12 +136,14 @@ def new_milestones(projects: list[tuple[int, int]], worker: int, start: int) -> 
     )
 
 
-_LOCK_MILESTONE = (
-    "SELECT m.id, m.amount, m.project_id, p.currency, p.homeowner_id, p.contractor_id "
-    "FROM escrow_milestone m JOIN escrow_project p ON p.id = m.project_id "
-    "WHERE m.id = %s FOR UPDATE OF m"
+# Lock the milestone row and write its new status in one statement: an UPDATE takes the same
+# row lock as SELECT .. FOR UPDATE OF m (the project row is read, not locked) and returns what
+# the posting needs.
+_LOCK_AND_SET_STATUS = (
+    "UPDATE escrow_milestone m SET status = %s, funded_via = 'sandbox' "
+    "FROM escrow_project p WHERE p.id = m.project_id AND m.id = %s "
+    "RETURNING m.id, m.amount, m.project_id, p.currency, p.homeowner_id, p.contractor_id"
 )
-_SET_STATUS = "UPDATE escrow_milestone SET status = %s, funded_via = 'sandbox' WHERE id = %s"
 
 
 def lock_milestone(milestone_id: int, *, status: str):
@@ -152,9 +154,8 @@ def lock_milestone(milestone_id: int, *, status: str):
     from escrow.models import Milestone, Project
 
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK_MILESTONE, [milestone_id])
+        cursor.execute(_LOCK_AND_SET_STATUS, [status, milestone_id])
         pk, amount, project_id, currency, homeowner_id, contractor_id = cursor.fetchone()
-        cursor.execute(_SET_STATUS, [status, milestone_id])
     project = Project(
         id=project_id, currency=currency, homeowner_id=homeowner_id, contractor_id=contractor_id
     )

@@ -337,11 +337,11 @@ def _write_pg(entry: JournalEntry, legs, changes) -> int | None:
             _POST_ENTRY_PG,
             [
                 *_entry_row(entry),
-                [account.pk for account, _ in legs],
-                [amount for _, amount in legs],
-                [account_id for account_id, _, _ in changes],
-                [delta for _, delta, _ in changes],
-                [slot for _, _, slot in changes],
+                _pg_array([account.pk for account, _ in legs]),
+                _pg_array([amount for _, amount in legs]),
+                _pg_array([account_id for account_id, _, _ in changes]),
+                _pg_array([delta for _, delta, _ in changes]),
+                _pg_array([slot for _, _, slot in changes]),
             ],
         )
         entry_id = cursor.fetchone()[0]
@@ -382,16 +382,16 @@ def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None, empty_keys) 
             _POST_ENTRY_TO_PG,
             [
                 *_entry_row(entry),
-                [spec.code for spec in specs.values()],
-                [spec.kind for spec in specs.values()],
-                restricted,
-                [spec.milestone_id for spec in specs.values()],
-                [spec.user_id for spec in specs.values()],
-                deltas,
-                [_slot(is_restricted, slot) for is_restricted in restricted],
-                [key in empty_keys for key in specs],
-                leg_accounts,
-                [amount for _, amount in legs],
+                _pg_array([spec.code for spec in specs.values()]),
+                _pg_array([spec.kind for spec in specs.values()]),
+                _pg_array(restricted),
+                _pg_array([spec.milestone_id for spec in specs.values()]),
+                _pg_array([spec.user_id for spec in specs.values()]),
+                _pg_array(deltas),
+                _pg_array([_slot(is_restricted, slot) for is_restricted in restricted]),
+                _pg_array([key in empty_keys for key in specs]),
+                _pg_array(leg_accounts),
+                _pg_array([amount for _, amount in legs]),
             ],
         )
         entry_id = cursor.fetchone()[0]
@@ -400,6 +400,29 @@ def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None, empty_keys) 
     if entry_id == -2:
         raise _not_emptied(entry)
     return entry_id
+
+
+def _pg_array(values: list) -> str:
+    """A PostgreSQL array literal of ints, bools, strings and None (NULL), bound as one text
+    parameter and cast in the SQL. psycopg dumps a Python list element by element in Python,
+    which cost more CPU than the rest of a posting; this is one join. Strings are always
+    quoted, with backslash and double quote escaped, which is all array_in needs to read any
+    text back unchanged."""
+    return "{" + ",".join(map(_pg_array_element, values)) + "}"
+
+
+def _pg_array_element(value) -> str:
+    if value is None:
+        return "NULL"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, int):  # bools are caught above
+        return str(int(value))
+    if isinstance(value, str):  # TextChoices members included
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"no PostgreSQL array element for {type(value).__name__}")
 
 
 def spec_of(account: LedgerAccount) -> AccountSpec:

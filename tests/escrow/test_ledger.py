@@ -5,6 +5,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from escrow import invariants, ledger
 from escrow.exceptions import InsufficientFunds, UnbalancedEntry
@@ -475,3 +477,52 @@ def test_a_repeated_settlement_returns_the_first_entry_and_changes_nothing():
     assert first.created and not again.created and again.entry.pk == first.entry.pk
     assert JournalEntry.objects.filter(kind="release").count() == 1
     assert ledger.escrow_balance_of(milestone.pk) == 0
+
+
+@pytest.mark.parametrize(
+    "values, literal",
+    [
+        ([], "{}"),
+        ([1, -2, 0, None], "{1,-2,0,NULL}"),
+        ([True, False, None], "{t,f,NULL}"),
+        (["escrow:milestone:7", "", "NULL"], '{"escrow:milestone:7","","NULL"}'),
+        (['a"b', "c\\d", "{x, y}"], '{"a\\"b","c\\\\d","{x, y}"}'),
+        ([LedgerAccount.Kind.ESCROW], '{"escrow"}'),
+    ],
+)
+def test_array_literals_quote_every_string_and_spell_nulls_and_booleans(values, literal):
+    """The ledger's function calls get their arrays as PostgreSQL array literals (one text
+    parameter each, instead of psycopg dumping every element in Python). Strings are always
+    quoted with backslash and double quote escaped, so a code such as 'NULL' or one with a
+    comma or brace stays a string."""
+    assert ledger._pg_array(values) == literal
+
+
+@pytest.mark.parametrize("value", [1.5, b"x", object()])
+def test_array_literals_refuse_what_they_cannot_spell(value):
+    with pytest.raises(TypeError):
+        ledger._pg_array([value])
+
+
+_PG_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+_BIGINT = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@requires_postgres
+@pytest.mark.postgres
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    texts=st.lists(st.none() | _PG_TEXT, max_size=6),
+    numbers=st.lists(st.none() | _BIGINT, max_size=6),
+    flags=st.lists(st.none() | st.booleans(), max_size=6),
+)
+def test_on_postgresql_array_literals_read_back_as_the_same_values(texts, numbers, flags):
+    """Whatever text, bigint or boolean values (NULLs included) the ledger sends, PostgreSQL's
+    array_in reads back exactly the list that was sent: no element split, merged, unquoted or
+    turned into NULL."""
+    with ledger._prepared_cursor() as cursor:
+        cursor.execute(
+            "SELECT %s::text[], %s::bigint[], %s::boolean[]",
+            [ledger._pg_array(texts), ledger._pg_array(numbers), ledger._pg_array(flags)],
+        )
+        assert cursor.fetchone() == (texts, numbers, flags)
