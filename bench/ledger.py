@@ -148,12 +148,13 @@ _LOCK_AND_SET_STATUS = (
 
 def lock_milestone(milestone_id: int, *, status: str):
     """The services' first step, in plain SQL so the figure is the ledger's: lock the milestone
-    row and write its new status (the ORM path is what `--mode services` measures)."""
-    from django.db import connection
-
+    row and write its new status (the ORM path is what `--mode services` measures). The
+    statement is prepared, like the ledger's calls: planned through Django's cursor it cost
+    the server more than the posting's own look-ups (pg_stat_statements, PERFORMANCE.md)."""
+    from escrow.ledger import _prepared_cursor
     from escrow.models import Milestone, Project
 
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(_LOCK_AND_SET_STATUS, [status, milestone_id])
         pk, amount, project_id, currency, homeowner_id, contractor_id = cursor.fetchone()
     project = Project(

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -62,13 +62,14 @@ def _prepared_cursor():
     when the accounts table was empty kept scanning it whole; bench/ledger.py). It is still
     Django's cursor wrapper, so transactions, error translation, execute_wrapper() and query
     capture see these statements as any other."""
-    if connection.vendor != "postgresql":
-        return connection.cursor()
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
+    if db.vendor != "postgresql":
+        return db.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
 
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        return db._prepare_cursor(ServerBindingCursor(db.connection))
 
 
 def _find_accounts(specs) -> dict[tuple[str, str], LedgerAccount]:
@@ -227,7 +228,8 @@ def post_entry(
     InsufficientFunds (a restricted account would go negative, or one of `empties` would not
     end at zero; nothing is written then).
     """
-    if not connection.in_atomic_block:
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
+    if not db.in_atomic_block:
         raise RuntimeError("post_entry() must run inside the caller's transaction")
     _validate(currency=currency, legs=legs)
     empty_keys = {(account.code, account.currency) for account in empties}
@@ -247,7 +249,7 @@ def post_entry(
         created_at=timezone.now(),
     )
     if empty_keys or any(isinstance(account, AccountSpec) for account, _ in legs):
-        if connection.vendor == "postgresql":
+        if db.vendor == "postgresql":
             entry.pk = _write_pg_to_specs(entry, legs, slot, empty_keys)
             return _posted(entry)
         if empty_keys and JournalEntry.objects.filter(reference=reference).exists():
@@ -276,7 +278,7 @@ def post_entry(
         emptied = (account.code, account.currency) in empty_keys
         if emptied and balances_of([account_id])[account_id] + delta != 0:
             raise _not_emptied(entry)
-    write = _write_pg if connection.vendor == "postgresql" else _write_portable
+    write = _write_pg if db.vendor == "postgresql" else _write_portable
     entry.pk = write(entry, legs, changes)
     return _posted(entry)
 
@@ -291,7 +293,7 @@ def _posted(entry: JournalEntry) -> Posted:
     if entry.pk is None:  # the reference was posted already (maybe by a parallel transaction)
         return Posted(entry=JournalEntry.objects.get(reference=entry.reference), created=False)
     entry._state.adding = False
-    entry._state.db = connection.alias
+    entry._state.db = DEFAULT_DB_ALIAS
     return Posted(entry=entry, created=True)
 
 
@@ -316,7 +318,7 @@ def _entry_row(entry: JournalEntry) -> list:
         entry.project_id,
         entry.milestone_id,
         entry.party_id,
-        connection.ops.adapt_datetimefield_value(entry.created_at),
+        connections[DEFAULT_DB_ALIAS].ops.adapt_datetimefield_value(entry.created_at),
     ]
 
 
