@@ -218,9 +218,12 @@ def services_cycle(milestone_id: int) -> tuple[int, int]:
     return 2, 5
 
 
-def worker(url, mode, worker_id, projects, ready, rounds, stop_at, results):
+def worker(url, mode, worker_id, projects, ready, events, stop_at, results):
     """Waits for each round's event, runs cycles until that round's stop time, reports what it
-    committed in the round, and waits for the next (idle while pgbench has the machine)."""
+    committed in the round, and waits for the next (idle while pgbench has the machine). After
+    the last round it waits for `finished` before it shuts down: eight processes exiting while
+    the last pgbench segment ran cost that segment a third of its transactions."""
+    *rounds, finished = events
     setup_django(url)
     from django.db import connections
 
@@ -257,6 +260,7 @@ def worker(url, mode, worker_id, projects, ready, rounds, stop_at, results):
         # BEGIN and COMMIT are round trips too, outside the execute wrapper.
         round_trips = statements[0] + 2 * transactions
         results.put((worker_id, entries, postings, transactions, round_trips, cpu))
+    finished.wait()
     connections.close_all()
 
 
@@ -275,11 +279,13 @@ class App:
         self.mode = mode
         self.ready, self.results = context.Queue(), context.Queue()
         self.rounds = [context.Event() for _ in range(rounds)]
+        self.finished = context.Event()
+        events = [*self.rounds, self.finished]
         self.stop_at = context.Value("d", 0.0)
         self.processes = [
             context.Process(
                 target=worker,
-                args=(url, mode, n, projects, self.ready, self.rounds, self.stop_at, self.results),
+                args=(url, mode, n, projects, self.ready, events, self.stop_at, self.results),
                 daemon=True,
             )
             for n in range(workers)
@@ -310,6 +316,7 @@ class App:
         self.stop_at.value = 0
         for go in self.rounds[self.done :]:
             go.set()
+        self.finished.set()
         for process in self.processes:
             process.join(timeout=30)
 
