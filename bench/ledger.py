@@ -18,7 +18,8 @@ Each ledger worker is a separate process with its own connection. Per milestone 
 transactions, as the services do: the funding (lock the milestone, Dr gateway:sandbox / Cr
 escrow:milestone:<id>, status funded) and the release (lock the milestone, Dr escrow / Cr
 payable:user:<contractor> amount − fee / Cr revenue:fees fee, status released). The milestone
-lock and status write are plain SQL here so that the figure is the ledger's. Every worker
+lock and status write are one prepared UPDATE here, so that the figure is the ledger's: a
+transaction is BEGIN, that UPDATE, the posting's one call, COMMIT (4 round trips). Every worker
 shares gateway:sandbox and revenue:fees; 50 contractors share their payables across workers.
 `--mode services` drives the full services instead (fund start, funded, submit, approve:
 events, locks and all), which is the figure an API client sees.
