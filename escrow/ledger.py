@@ -407,7 +407,7 @@ def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None, empty_keys) 
 def _pg_array(values: list) -> str:
     """A PostgreSQL array literal of ints, bools, strings and None (NULL), bound as one text
     parameter and cast in the SQL. psycopg dumps a Python list element by element in Python,
-    which cost more CPU than the rest of a posting; this is one join. Strings are always
+    the largest item in a posting's CPU profile; this is one join. Strings are always
     quoted, with backslash and double quote escaped, which is all array_in needs to read any
     text back unchanged."""
     return "{" + ",".join(map(_pg_array_element, values)) + "}"
