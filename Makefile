@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run serve worker test lint format migrate demo bench-ledger clean
+.PHONY: install run serve worker test lint format migrate bench-ledger clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
