@@ -447,5 +447,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # django-axes: failures and lockouts are warnings; its per-login bookkeeping is not news.
+        "axes": {"level": "WARNING"},
     },
 }
