@@ -20,6 +20,12 @@ OPERATOR_WRITE_PERMISSIONS = frozenset(
         # sends the payouts that waited for an account.
         "payments.add_payoutaccount",
         "payments.change_payoutaccount",
+        # Title and due date; webhook endpoint URL, description and active flag. Their admin
+        # forms save through services (project/milestone_update_details,
+        # webhook_endpoint_update: issue 14, item 11, a parallel change).
+        "escrow.change_project",
+        "escrow.change_milestone",
+        "realtime.change_webhookendpoint",
     }
 )
 

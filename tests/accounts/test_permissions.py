@@ -85,6 +85,8 @@ def test_an_operator_can_view_every_model_and_write_only_service_backed_forms():
         assert operator.has_perm(f"{model._meta.app_label}.view_{model._meta.model_name}")
     assert operator.has_perm("payments.change_payoutaccount")
     assert operator.has_perm("payments.add_payoutaccount")
+    assert operator.has_perm("escrow.change_milestone")
+    assert operator.has_perm("realtime.change_webhookendpoint")
     assert operator.has_module_perms("payments") and operator.has_module_perms("accounts")
 
 
