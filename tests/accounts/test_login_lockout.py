@@ -2,6 +2,8 @@
 username normalised exactly as authentication normalises it, on the portal and the admin
 login alike; API keys are not affected."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 
@@ -202,3 +204,20 @@ def test_the_lockout_holds_under_asgi_as_daphne_serves_it():
 
     assert response.status_code == 429
     assert "Too many failed login attempts" in response.content.decode()
+
+
+def test_the_lock_lifts_once_the_cool_off_has_passed_since_the_last_failure(settings):
+    """Not a permanent lock: with the last failure older than the cool-off, hanna logs in."""
+    from axes.models import AccessAttempt
+    from django.utils import timezone
+
+    HomeownerFactory(username="hanna")
+    client = Client()
+    _fail(client, "hanna")
+    AccessAttempt.objects.update(
+        attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1)
+    )
+
+    response = client.post("/accounts/login/", {"username": "hanna", "password": PASSWORD})
+
+    assert response.status_code == 302
