@@ -4,13 +4,61 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from accounts import services
 from accounts.models import ApiKey, User
 
+# Only a superuser edits these; for anyone else they are shown, never a form field.
+SUPERUSER_ONLY_FIELDS = ("role", "groups", "user_permissions")
+
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    """Operators see users (view permission, accounts.permissions); superusers change them.
+
+    `is_staff` is never a form field: it follows the role (user_set_role). `is_superuser` is
+    granted with `manage.py createsuperuser`, not here. A role change goes through
+    user_set_role; the rest of the form (names, e-mail, active) is saved as usual."""
+
     list_display = ["username", "email", "role", "is_staff", "is_active", "date_joined"]
     list_filter = ["role", "is_staff", "is_active"]
     fieldsets = (*BaseUserAdmin.fieldsets, ("Marketplace", {"fields": ("role",)}))
     add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Marketplace", {"fields": ("role",)}))
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = [*super().get_readonly_fields(request, obj), "is_staff", "is_superuser"]
+        if not request.user.is_superuser:
+            readonly += SUPERUSER_ONLY_FIELDS
+        return readonly
+
+    def has_change_permission(self, request, obj=None):
+        # A superuser's account is changed by superusers only, whatever else was granted.
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            self._add_through_service(obj, form)
+            return
+        new_role = obj.role
+        role_changed = "role" in form.changed_data
+        if role_changed:
+            obj.role = form.initial["role"]  # saved below with is_staff still matching
+        super().save_model(request, obj, form, change)
+        if role_changed:
+            saved = services.user_set_role(user_id=obj.pk, role=new_role, actor=request.user)
+            obj.role, obj.is_staff = saved.role, saved.is_staff
+
+    def _add_through_service(self, obj, form):
+        usable = form.cleaned_data.get("usable_password") != "false"
+        saved = services.user_create(
+            username=obj.username,
+            role=obj.role,
+            email=obj.email,
+            password=form.cleaned_data.get("password1") if usable else None,
+        )
+        # The admin's log entry, message and redirect read `obj`: make it the saved row.
+        for field in saved._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
+        obj._state.adding = False
+        obj._state.db = saved._state.db
 
 
 @admin.register(ApiKey)

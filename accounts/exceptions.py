@@ -1,4 +1,4 @@
-from common.errors import InvalidInput, NotFound
+from common.errors import DomainError, InvalidInput, NotFound
 
 
 class UserNotFound(NotFound):
@@ -16,3 +16,10 @@ class UsernameTaken(InvalidInput):
 
 class ApiKeyNotFound(NotFound):
     """No such API key."""
+
+
+class RoleChangeNotAllowed(DomainError):
+    """Only a superuser changes a user's role."""
+
+    code = "role_change_not_allowed"
+    http_status = 403

@@ -20,7 +20,27 @@ class User(AbstractUser):
                 condition=models.Q(role__in=["homeowner", "contractor", "helper", "operator"]),
                 name="user_role_valid",
             ),
+            # is_staff (the admin's door) is derived, never set on its own: staff exactly when
+            # operator or superuser (staff_status_for). accounts.services.user_set_role keeps it.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(is_staff=True)
+                    & (models.Q(role="operator") | models.Q(is_superuser=True))
+                )
+                | (
+                    models.Q(is_staff=False)
+                    & ~models.Q(role="operator")
+                    & models.Q(is_superuser=False)
+                ),
+                name="user_staff_follows_role",
+            ),
         ]
+
+    @staticmethod
+    def staff_status_for(*, role: str, is_superuser: bool) -> bool:
+        """Whether a user with this role is staff (may open the admin): operators and
+        superusers. The database constraint `user_staff_follows_role` says the same."""
+        return role == User.Role.OPERATOR or bool(is_superuser)
 
     @property
     def is_operator(self) -> bool:

@@ -6,7 +6,8 @@ import secrets
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.exceptions import ApiKeyNotFound, UsernameTaken
+from accounts.exceptions import ApiKeyNotFound, RoleChangeNotAllowed, UsernameTaken, UserNotFound
+from accounts.lockout import normalize_login_username
 from accounts.models import ApiKey, User
 
 logger = logging.getLogger(__name__)
@@ -15,14 +16,18 @@ logger = logging.getLogger(__name__)
 def user_create(*, username: str, role: str, password: str | None = None, email: str = "") -> User:
     """Create a user with a role. Operators are staff (they use the admin).
 
-    Raises UsernameTaken. Without a password the account cannot log in to the portal (it can
-    still use API keys)."""
+    The username is stored as the login form will send it (surrounding whitespace stripped,
+    Unicode NFKC), so the user can log in with what was typed here. Raises UsernameTaken.
+    Without a password the account cannot log in to the portal (it can still use API keys)."""
     if role not in User.Role.values:
         raise ValueError(f"unknown role {role!r}")
+    username = normalize_login_username(username)
+    if not username:
+        raise ValueError("a username is required")
     try:
         with transaction.atomic():
             user = User(username=username, email=email, role=role)
-            user.is_staff = role == User.Role.OPERATOR
+            user.is_staff = User.staff_status_for(role=role, is_superuser=user.is_superuser)
             if password:
                 user.set_password(password)
             else:
@@ -30,6 +35,35 @@ def user_create(*, username: str, role: str, password: str | None = None, email:
             user.save()
     except IntegrityError as exc:
         raise UsernameTaken(f"The username {username!r} is taken.") from exc
+    return user
+
+
+def user_set_role(*, user_id: int, role: str, actor: User) -> User:
+    """Give a user another role; is_staff follows (User.staff_status_for), in the same update,
+    so the two never drift (the constraint user_staff_follows_role refuses it anyway).
+
+    Caller: a superuser (operators cannot make anyone, themselves included, an operator or
+    take it away). Idempotent: the same role returns the user unchanged. Joins the caller's
+    transaction (the admin's change form holds one). Raises RoleChangeNotAllowed,
+    UserNotFound, ValueError for an unknown role."""
+    if not (actor.is_active and actor.is_superuser):
+        raise RoleChangeNotAllowed()
+    if role not in User.Role.values:
+        raise ValueError(f"unknown role {role!r}")
+    with transaction.atomic():
+        user = User.objects.select_for_update(of=("self",)).filter(pk=user_id).first()
+        if user is None:
+            raise UserNotFound()
+        if user.role == role:
+            return user
+        previous = user.role
+        user.role = role
+        user.is_staff = User.staff_status_for(role=role, is_superuser=user.is_superuser)
+        user.save(update_fields=["role", "is_staff"])
+    logger.info(
+        "user role changed",
+        extra={"user_id": user.pk, "from_role": previous, "to_role": role, "actor_id": actor.pk},
+    )
     return user
 
 

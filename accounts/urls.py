@@ -1,10 +1,15 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from accounts import views
-
 urlpatterns = [
-    path("login/", views.RateLimitedLoginView.as_view(), name="login"),
+    # Failed logins are limited by django-axes (settings "Login lockout"), here and in the admin.
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="accounts/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "password/",

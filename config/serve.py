@@ -3,6 +3,12 @@
 The socket is bound here and handed to each child with `--fd`, so the kernel spreads
 connections across them. A child that dies is restarted (with a short pause); SIGINT/SIGTERM
 stop them all.
+
+Daphne takes the client address (REMOTE_ADDR: the login lockout's key, the logs) from
+X-Forwarded-For only with PROXY_HEADERS=true: set it only behind a proxy that replaces that
+header with the address it saw (nginx: `proxy_set_header X-Forwarded-For $remote_addr`).
+Daphne believes the header's first entry, so anyone who can reach it directly could otherwise
+pick their own address.
 """
 
 import argparse
@@ -12,6 +18,15 @@ import socket
 import subprocess
 import sys
 import time
+
+
+def daphne_command(daphne: str, fd: int, *, proxy_headers: bool) -> list[str]:
+    proxy = ["--proxy-headers"] if proxy_headers else []
+    return [daphne, "--fd", str(fd), *proxy, "config.asgi:application"]
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def main() -> int:
@@ -28,7 +43,7 @@ def main() -> int:
     listener.set_inheritable(True)
     fd = listener.fileno()
     daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
-    command = [daphne, "--fd", str(fd), "--proxy-headers", "config.asgi:application"]
+    command = daphne_command(daphne, fd, proxy_headers=_env_flag("PROXY_HEADERS"))
 
     def spawn() -> subprocess.Popen:
         return subprocess.Popen(command, pass_fds=(fd,))

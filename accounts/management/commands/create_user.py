@@ -19,4 +19,6 @@ class Command(BaseCommand):
             user = user_create(username=username, role=role, password=password, email=email)
         except UsernameTaken as exc:
             raise CommandError(exc.message) from exc
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(f"created {user.role} {user.username} (id {user.pk})")
