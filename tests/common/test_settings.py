@@ -16,7 +16,8 @@ PROBE = (
     "'layer_hosts': s.CHANNEL_LAYERS['default'].get('CONFIG', {}).get('hosts'),"
     "'cache': s.CACHES['default']['BACKEND'], 'eager': s.CELERY_TASK_ALWAYS_EAGER,"
     "'broker': s.CELERY_BROKER_URL, 'gateway': s.PAYMENT_GATEWAY, 'debug': s.DEBUG,"
-    "'hosts': s.ALLOWED_HOSTS, 'fee': s.PLATFORM_FEE_PERCENT}))"
+    "'hosts': s.ALLOWED_HOSTS, 'fee': s.PLATFORM_FEE_PERCENT,"
+    "'review_window_seconds': s.MILESTONE_REVIEW_WINDOW.total_seconds()}))"
 )
 VARIABLES = ("DATABASE_URL", "REDIS_URL", "CELERY_TASK_ALWAYS_EAGER", "DEBUG", "ALLOWED_HOSTS")
 
@@ -60,6 +61,13 @@ def test_database_and_redis_urls_switch_to_the_real_services():
     assert settings["cache"] == "django.core.cache.backends.redis.RedisCache"
     assert settings["broker"] == "redis://127.0.0.1:6379/3"
     assert settings["eager"] is False
+
+
+def test_the_review_window_accepts_fractions_of_a_day():
+    """MILESTONE_REVIEW_WINDOW_DAYS=0.001 is 86.4 seconds (CONTRACT.md); whole days still work."""
+    assert load(MILESTONE_REVIEW_WINDOW_DAYS="0.001")["review_window_seconds"] == 86.4
+    assert load(MILESTONE_REVIEW_WINDOW_DAYS="2")["review_window_seconds"] == 2 * 86400
+    assert load()["review_window_seconds"] == 14 * 86400
 
 
 def test_eager_can_be_forced_with_redis():
