@@ -180,7 +180,15 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "memory://"
 
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+# Without Redis, `make run` and `make serve` start a Celery worker with beat beside Daphne
+# (config/serve.py) and give every process CELERY_BROKER_URL=filesystem://: kombu's filesystem
+# transport in RUN_DIR (config/broker.py), so tasks, retries and the beat schedule run as they
+# do in production. Without any broker (manage.py commands, tests) tasks run inline (eager).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=CELERY_BROKER_URL)
+RUN_DIR = Path(env.str("RUN_DIR", default=str(BASE_DIR / ".run")))
+CELERY_TASK_ALWAYS_EAGER = env.bool(
+    "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL.startswith("memory://")
+)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -191,6 +199,17 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(RUN_DIR / "broker" / "messages"),
+        "data_folder_out": str(RUN_DIR / "broker" / "messages"),
+        "control_folder": str(RUN_DIR / "broker" / "control"),
+        # Seconds between looks at an empty folder: what a request-triggered task waits at most.
+        "polling_interval": 0.1,
+    }
+    # Remote control (celery inspect) and events would be more folders to poll.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # Celery 5.7 ignores a task's `queue=` attribute when routing; routes decide the queue.

@@ -17,9 +17,19 @@ PROBE = (
     "'cache': s.CACHES['default']['BACKEND'], 'eager': s.CELERY_TASK_ALWAYS_EAGER,"
     "'broker': s.CELERY_BROKER_URL, 'gateway': s.PAYMENT_GATEWAY, 'debug': s.DEBUG,"
     "'hosts': s.ALLOWED_HOSTS, 'fee': s.PLATFORM_FEE_PERCENT,"
-    "'review_window_seconds': s.MILESTONE_REVIEW_WINDOW.total_seconds()}))"
+    "'review_window_seconds': s.MILESTONE_REVIEW_WINDOW.total_seconds(),"
+    "'transport': getattr(s, 'CELERY_BROKER_TRANSPORT', None),"
+    "'broker_folder': s.CELERY_BROKER_TRANSPORT_OPTIONS.get('data_folder_in')}))"
 )
-VARIABLES = ("DATABASE_URL", "REDIS_URL", "CELERY_TASK_ALWAYS_EAGER", "DEBUG", "ALLOWED_HOSTS")
+VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_TASK_ALWAYS_EAGER",
+    "CELERY_BROKER_URL",
+    "RUN_DIR",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+)
 
 
 def load(**overrides) -> dict:
@@ -68,6 +78,17 @@ def test_the_review_window_accepts_fractions_of_a_day():
     assert load(MILESTONE_REVIEW_WINDOW_DAYS="0.001")["review_window_seconds"] == 86.4
     assert load(MILESTONE_REVIEW_WINDOW_DAYS="2")["review_window_seconds"] == 2 * 86400
     assert load()["review_window_seconds"] == 14 * 86400
+
+
+def test_the_make_run_broker_hands_tasks_to_the_worker(tmp_path):
+    """What config/serve.py gives its children without Redis: kombu's filesystem transport
+    (with config.broker's atomic writes) in RUN_DIR, and tasks are no longer run inline."""
+    settings = load(CELERY_BROKER_URL="filesystem://localhost/", RUN_DIR=str(tmp_path))
+
+    assert settings["broker"] == "filesystem://localhost/"
+    assert settings["transport"] == "config.broker:Transport"
+    assert settings["broker_folder"] == str(tmp_path / "broker" / "messages")
+    assert settings["eager"] is False
 
 
 def test_eager_can_be_forced_with_redis():
