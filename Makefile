@@ -27,6 +27,7 @@ migrate: install
 # plus, without REDIS_URL, a Celery worker with beat on a filesystem broker in .run/
 # (config/serve.py); Ctrl-C stops them all.
 run: export DEBUG ?= true
+run: export EMAIL_URL ?= consolemail://
 run: install migrate
 	$(PY) manage.py load_demo
 	$(PY) -m config.serve --host 127.0.0.1 --port $(PORT) --workers 1 --no-proxy-headers

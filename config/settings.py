@@ -429,12 +429,34 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 
-EMAIL_BACKEND = env.str(
-    "EMAIL_BACKEND",
-    default="django.core.mail.backends.console.EmailBackend"
-    if DEBUG
-    else "django.core.mail.backends.locmem.EmailBackend",
+# --- E-mail -----------------------------------------------------------------------------------
+# EMAIL_URL (django-environ's email_url): smtp+tls://user:password@host:587 (STARTTLS),
+# smtp+ssl://...:465, smtp://host:25, consolemail:// (`make run`), filemail:///relative/folder
+# or filemail:////absolute/folder. Without it: the console in DEBUG; otherwise no backend that
+# delivers anything, so notification e-mails are marked failed with a reason instead of sent
+# and `check --deploy` warns (common/checks.py, escrowpay.W005).
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    vars().update(
+        {
+            name: value
+            for name, value in env.email_url_config(EMAIL_URL).items()
+            if name.startswith("EMAIL_") and value not in (None, "")
+        }
+    )
+else:
+    EMAIL_BACKEND = (
+        "django.core.mail.backends.console.EmailBackend"
+        if DEBUG
+        else "django.core.mail.backends.locmem.EmailBackend"
+    )
+# Whether a sent e-mail reaches anyone (a mailbox, the console, a folder): the local-memory
+# and dummy backends keep or drop it.
+EMAIL_DELIVERY_CONFIGURED = EMAIL_BACKEND not in (
+    "django.core.mail.backends.locmem.EmailBackend",
+    "django.core.mail.backends.dummy.EmailBackend",
 )
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_SECONDS", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="payments@escrowpay.local")
 
 # --- Logging: one JSON object per line; secrets never reach a record --------------------------
