@@ -340,7 +340,8 @@ PAYMENTS_RETRY_MAX_DELAY_SECONDS = env.float("PAYMENTS_RETRY_MAX_DELAY_SECONDS",
 PAYMENTS_RETRY_MAX_ATTEMPTS = env.int("PAYMENTS_RETRY_MAX_ATTEMPTS", default=8)
 # Shorter delays ride a Celery countdown; longer ones wait in the database for beat.
 PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS = env.float("PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS", default=30)
-# Embedded default only (Celery eager, no beat): short retries run from a timer thread.
+# Celery eager only (no worker, no beat: manage.py commands, tests): short retries run from a
+# timer thread.
 PAYMENTS_RETRY_TIMERS = env.bool("PAYMENTS_RETRY_TIMERS", default=True)
 PAYMENTS_WEBHOOK_MAX_ATTEMPTS = env.int("PAYMENTS_WEBHOOK_MAX_ATTEMPTS", default=10)
 # With a broker: "batched" publishes one task per few milliseconds of accepted webhooks from
