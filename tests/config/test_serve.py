@@ -3,6 +3,7 @@ worker and beat on the filesystem broker (config/serve.py). The periodic work ru
 a submitted milestone whose review window passes is released with nobody making a request.
 The API is only polled to observe. Stopping the launcher stops every process it started."""
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -144,16 +146,26 @@ def make_run():
         log.close()
 
 
-def _client(env: dict, base: str, username: str, role: str) -> httpx.Client:
+def _client(env: dict, base: str, username: str, role: str) -> tuple[httpx.Client, str]:
     _manage(env, "create_user", username, "--role", role, "--password", "pw-e2e-12345")
     key = _manage(env, "create_api_key", username).strip().splitlines()[-1]
-    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    return client, key
+
+
+def _receive_until(websocket, event_type: str, *, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if message.get("type") == event_type:
+            return message
 
 
 def test_make_run_releases_a_milestone_when_its_review_window_passes_and_stops_cleanly(make_run):
     """Given `make run` with a 17-second review window, when a funded milestone is submitted
     and nobody answers, then it is released within a minute of the window's end (beat and the
-    worker did it; the API was only read), and SIGTERM to the launcher stops Daphne, the
+    worker did it; the API was only read), the contractor's WebSocket on Daphne sees what the
+    worker committed (funding, release), and SIGTERM to the launcher stops Daphne, the
     worker and beat, leaving no process behind."""
     env, base = make_run["env"], make_run["base"]
     processes = _descendants(make_run["process"].pid)
@@ -162,8 +174,8 @@ def test_make_run_releases_a_milestone_when_its_review_window_passes_and_stops_c
     assert "daphne" in commands and "celery -A config worker --beat" in commands
     assert httpx.get(f"{base}/healthz").json()["checks"]["broker"]["detail"] == "filesystem"
 
-    homeowner = _client(env, base, "run-e2e-home", "homeowner")
-    contractor = _client(env, base, "run-e2e-pro", "contractor")
+    homeowner, _ = _client(env, base, "run-e2e-home", "homeowner")
+    contractor, contractor_key = _client(env, base, "run-e2e-pro", "contractor")
     project = homeowner.post(
         "/api/v1/projects",
         json={
@@ -176,26 +188,39 @@ def test_make_run_releases_a_milestone_when_its_review_window_passes_and_stops_c
     milestone_id = project["milestones"][0]["id"]
     homeowner.post(f"/api/v1/projects/{project['id']}/sign")
     contractor.post(f"/api/v1/projects/{project['id']}/sign")
-    method = homeowner.post("/api/v1/payment-methods", json={"token": "pm_card_visa"}).json()
-    funded = homeowner.post(
-        f"/api/v1/milestones/{milestone_id}/fund", json={"payment_method": method["id"]}
-    )
-    assert funded.status_code == 201, funded.text
-    # The worker processes the payment and the sandbox's signed webhook.
-    _wait_for(
-        lambda: contractor.get(f"/api/v1/milestones/{milestone_id}").json()["status"] == "funded",
-        seconds=60,
-    )
+    port = base.rsplit(":", 1)[1]
+    url = f"ws://127.0.0.1:{port}/ws/?token={contractor_key}"
+    with connect(url, open_timeout=10) as websocket:
+        websocket.send(json.dumps({"type": "subscribe", "channels": [f"project.{project['id']}"]}))
+        assert json.loads(websocket.recv(timeout=10))["type"] == "subscribed"
+        method = homeowner.post("/api/v1/payment-methods", json={"token": "pm_card_visa"}).json()
+        funded = homeowner.post(
+            f"/api/v1/milestones/{milestone_id}/fund", json={"payment_method": method["id"]}
+        )
+        assert funded.status_code == 201, funded.text
+        # The worker processes the payment and the sandbox's signed webhook.
+        _wait_for(
+            lambda: (
+                contractor.get(f"/api/v1/milestones/{milestone_id}").json()["status"] == "funded"
+            ),
+            seconds=60,
+        )
+        funded_event = _receive_until(websocket, "milestone.funded", seconds=10)
+        assert funded_event["data"]["milestone_id"] == milestone_id
 
-    submitted = contractor.post(f"/api/v1/milestones/{milestone_id}/submit")
-    assert submitted.json()["status"] == "submitted"
-    assert contractor.get(f"/api/v1/milestones/{milestone_id}").json()["status"] == "submitted"
+        submitted = contractor.post(f"/api/v1/milestones/{milestone_id}/submit")
+        assert submitted.json()["status"] == "submitted"
+        assert contractor.get(f"/api/v1/milestones/{milestone_id}").json()["status"] == "submitted"
 
-    _wait_for(
-        lambda: contractor.get(f"/api/v1/milestones/{milestone_id}").json()["status"] == "released",
-        seconds=REVIEW_WINDOW_SECONDS + 60,
-        every=1.0,
-    )
+        _wait_for(
+            lambda: (
+                contractor.get(f"/api/v1/milestones/{milestone_id}").json()["status"] == "released"
+            ),
+            seconds=REVIEW_WINDOW_SECONDS + 60,
+            every=1.0,
+        )
+        released = _receive_until(websocket, "milestone.released", seconds=10)
+        assert released["data"]["milestone_id"] == milestone_id
     # The payout (started after the release) is paid by the worker and the sandbox's webhook.
     _wait_for(
         lambda: (
