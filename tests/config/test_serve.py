@@ -3,6 +3,7 @@ worker and beat on the filesystem broker (config/serve.py). The periodic work ru
 a submitted milestone whose review window passes is released with nobody making a request.
 The API is only polled to observe. Stopping the launcher stops every process it started."""
 
+import contextlib
 import json
 import os
 import signal
@@ -234,3 +235,44 @@ def test_make_run_releases_a_milestone_when_its_review_window_passes_and_stops_c
     os.kill(launcher, signal.SIGTERM)
     make_run["process"].wait(timeout=30)
     assert [command for pid, command in processes.items() if _alive(pid)] == []
+
+
+def test_when_one_process_exits_the_launcher_stops_the_others(tmp_path):
+    """Given the launcher with Daphne and the worker running, when the worker dies (SIGKILL),
+    then the launcher stops Daphne and the worker's own children, and exits non-zero."""
+    env = _env(str(tmp_path), _free_port())
+    launcher = subprocess.Popen(
+        ["timeout", "-k", "10", "300", PYTHON, "-m", "config.serve", "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        def running():
+            found = _descendants(launcher.pid)
+            celery = [command for command in found.values() if "celery" in command]
+            # The worker, its pool and beat; and Daphne answers.
+            if len(celery) < 3:
+                return None
+            try:
+                httpx.get(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=2).raise_for_status()
+            except httpx.HTTPError:
+                return None
+            return found
+
+        processes = _wait_for(running, seconds=120)
+        worker = min(pid for pid, command in processes.items() if "celery" in command)
+
+        os.kill(worker, signal.SIGKILL)
+
+        assert launcher.wait(timeout=30) != 0
+        assert [command for pid, command in processes.items() if _alive(pid)] == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        for pid in _descendants(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
+        launcher.wait(timeout=10)
