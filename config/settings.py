@@ -118,11 +118,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env.str("SQLITE_PATH", default=str(BASE_DIR / "db.sqlite3")),
-            # Daphne's threads, eager Celery's timer threads and, under `make run`, the
-            # Celery worker's processes all write;
-            # IMMEDIATE transactions plus WAL (readers never block the one writer, across
-            # processes too) and a busy timeout serialise them instead of failing with
-            # "database is locked".
+            # Daphne's threads, eager Celery's timer threads and, under `make run`, the Celery
+            # worker's processes all write; IMMEDIATE transactions plus WAL (readers never
+            # block the one writer, across processes too) and a busy timeout serialise them
+            # instead of failing with "database is locked".
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
