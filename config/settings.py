@@ -182,9 +182,9 @@ else:
     CELERY_BROKER_URL = "memory://"
 
 # Without Redis, `make run` and `make serve` start a Celery worker with beat beside Daphne
-# (config/serve.py) and give every process CELERY_BROKER_URL=filesystem://: kombu's filesystem
-# transport in RUN_DIR (config/broker.py), so tasks, retries and the beat schedule run as they
-# do in production. Without any broker (manage.py commands, tests) tasks run inline (eager).
+# (config/serve.py) and give every process CELERY_BROKER_URL=filesystem://localhost/: kombu's
+# filesystem transport in RUN_DIR (config/broker.py), so tasks, retries and the beat schedule run
+# as in production. Without any broker (manage.py commands, tests) tasks run inline (eager).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=CELERY_BROKER_URL)
 RUN_DIR = Path(env.str("RUN_DIR", default=str(BASE_DIR / ".run")))
 CELERY_TASK_ALWAYS_EAGER = env.bool(
