@@ -23,16 +23,20 @@ install: $(VENV)/.installed
 migrate: install
 	$(PY) manage.py migrate --noinput
 
-# Development: embedded defaults (SQLite, in-memory layer, eager Celery, sandbox gateway), DEBUG.
+# Development: embedded defaults (SQLite, in-memory layer, sandbox gateway), DEBUG. One Daphne
+# plus, without REDIS_URL, a Celery worker with beat on a filesystem broker in .run/
+# (config/serve.py); Ctrl-C stops them all.
 run: export DEBUG ?= true
+run: export EMAIL_URL ?= consolemail://
 run: install migrate
 	$(PY) manage.py load_demo
-	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+	$(PY) -m config.serve --host 127.0.0.1 --port $(PORT) --workers 1
 
-# Production mode: no demo data, DEBUG off unless set, several Daphne processes on one port.
+# Production mode: no demo data, DEBUG off unless set, several Daphne processes on one port
+# (restarted if one exits); without REDIS_URL also the worker with beat, as in `make run`.
 serve: export DEBUG ?= false
 serve: install migrate
-	$(PY) -m config.serve --host $(HOST) --port $(PORT) --workers $(WEB_CONCURRENCY)
+	$(PY) -m config.serve --host $(HOST) --port $(PORT) --workers $(WEB_CONCURRENCY) --restart
 
 worker: install
 	$(VENV)/bin/celery -A config worker --beat -Q high,default,webhooks -l INFO --concurrency $${CELERY_CONCURRENCY:-2}
@@ -63,4 +67,4 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-* staticfiles .pytest_cache
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* staticfiles .pytest_cache .run

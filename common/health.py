@@ -44,7 +44,7 @@ def _broker():
         return "eager" if settings.CELERY_TASK_ALWAYS_EAGER else "memory"
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
-    return "redis"
+    return settings.CELERY_BROKER_URL.split("://", 1)[0]  # redis, filesystem (make run), ...
 
 
 @never_cache

@@ -121,9 +121,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env.str("SQLITE_PATH", default=str(BASE_DIR / "db.sqlite3")),
-            # Daphne threads, the sandbox gateway's webhook thread and eager Celery all write;
-            # IMMEDIATE transactions plus WAL and a busy timeout serialise them instead of
-            # failing with "database is locked".
+            # Daphne's threads, eager Celery's timer threads and, under `make run`, the Celery
+            # worker's processes all write; IMMEDIATE transactions plus WAL (readers never
+            # block the one writer, across processes too) and a busy timeout serialise them
+            # instead of failing with "database is locked".
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
@@ -198,7 +199,15 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "memory://"
 
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+# Without Redis, `make run` and `make serve` start a Celery worker with beat beside Daphne
+# (config/serve.py) and give every process CELERY_BROKER_URL=filesystem://localhost/: kombu's
+# filesystem transport in RUN_DIR (config/broker.py), so tasks, retries and the beat schedule run
+# as in production. Without any broker (manage.py commands, tests) tasks run inline (eager).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=CELERY_BROKER_URL)
+RUN_DIR = Path(env.str("RUN_DIR", default=str(BASE_DIR / ".run")))
+CELERY_TASK_ALWAYS_EAGER = env.bool(
+    "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL.startswith("memory://")
+)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -209,6 +218,17 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(RUN_DIR / "broker" / "messages"),
+        "data_folder_out": str(RUN_DIR / "broker" / "messages"),
+        "control_folder": str(RUN_DIR / "broker" / "control"),
+        # Seconds between looks at an empty folder: what a request-triggered task waits at most.
+        "polling_interval": 0.1,
+    }
+    # Remote control (celery inspect) and events would be more folders to poll.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # Celery 5.7 ignores a task's `queue=` attribute when routing; routes decide the queue.
@@ -226,9 +246,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "common.idempotency_prune",
         "schedule": timedelta(hours=1),
     },
+    # Often enough that a passed review window is acted on within a minute (CONTRACT.md); the
+    # due query is one indexed range scan (milestone_review_due).
     "escrow-auto-release": {
         "task": "escrow.milestone_auto_release_due",
-        "schedule": timedelta(minutes=5),
+        "schedule": timedelta(seconds=15),
     },
     "events-publish-unpublished": {
         "task": "realtime.events_publish_unpublished",
@@ -337,7 +359,8 @@ PAYMENTS_RETRY_MAX_DELAY_SECONDS = env.float("PAYMENTS_RETRY_MAX_DELAY_SECONDS",
 PAYMENTS_RETRY_MAX_ATTEMPTS = env.int("PAYMENTS_RETRY_MAX_ATTEMPTS", default=8)
 # Shorter delays ride a Celery countdown; longer ones wait in the database for beat.
 PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS = env.float("PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS", default=30)
-# Embedded default only (Celery eager, no beat): short retries run from a timer thread.
+# Celery eager only (no worker, no beat: manage.py commands, tests): short retries run from a
+# timer thread.
 PAYMENTS_RETRY_TIMERS = env.bool("PAYMENTS_RETRY_TIMERS", default=True)
 PAYMENTS_WEBHOOK_MAX_ATTEMPTS = env.int("PAYMENTS_WEBHOOK_MAX_ATTEMPTS", default=10)
 # With a broker: "batched" publishes one task per few milliseconds of accepted webhooks from
@@ -361,7 +384,8 @@ PAYMENTS_BREAKER_PROBE_TIMEOUT_SECONDS = env.int(
     "PAYMENTS_BREAKER_PROBE_TIMEOUT_SECONDS", default=30
 )
 PAYMENTS_RECONCILE_LOOKBACK = timedelta(days=env.int("PAYMENTS_RECONCILE_LOOKBACK_DAYS", default=3))
-MILESTONE_REVIEW_WINDOW = timedelta(days=env.int("MILESTONE_REVIEW_WINDOW_DAYS", default=14))
+# Days, fractions allowed (0.001 is 86.4 s); beat's escrow-auto-release acts within 15 s of it.
+MILESTONE_REVIEW_WINDOW = timedelta(days=env.float("MILESTONE_REVIEW_WINDOW_DAYS", default=14.0))
 
 # --- Realtime (realtime/; see docs/PERFORMANCE.md "Realtime") ---
 REALTIME_HEARTBEAT_SECONDS = env.float("REALTIME_HEARTBEAT_SECONDS", default=25.0)
@@ -425,12 +449,34 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 
-EMAIL_BACKEND = env.str(
-    "EMAIL_BACKEND",
-    default="django.core.mail.backends.console.EmailBackend"
-    if DEBUG
-    else "django.core.mail.backends.locmem.EmailBackend",
+# --- E-mail -----------------------------------------------------------------------------------
+# EMAIL_URL (django-environ's email_url): smtp+tls://user:password@host:587 (STARTTLS),
+# smtp+ssl://...:465, smtp://host:25, consolemail:// (`make run`), filemail:///relative/folder
+# or filemail:////absolute/folder. Without it: the console in DEBUG; otherwise no backend that
+# delivers anything, so notification e-mails are marked failed with a reason instead of sent
+# and `check --deploy` warns (common/checks.py, escrowpay.W005).
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    vars().update(
+        {
+            name: value
+            for name, value in env.email_url_config(EMAIL_URL).items()
+            if name.startswith("EMAIL_") and value not in (None, "")
+        }
+    )
+else:
+    EMAIL_BACKEND = (
+        "django.core.mail.backends.console.EmailBackend"
+        if DEBUG
+        else "django.core.mail.backends.locmem.EmailBackend"
+    )
+# Whether a sent e-mail reaches anyone (a mailbox, the console, a folder): the local-memory
+# and dummy backends keep or drop it.
+EMAIL_DELIVERY_CONFIGURED = EMAIL_BACKEND not in (
+    "django.core.mail.backends.locmem.EmailBackend",
+    "django.core.mail.backends.dummy.EmailBackend",
 )
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_SECONDS", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="payments@escrowpay.local")
 
 # --- Logging: one JSON object per line; secrets never reach a record --------------------------

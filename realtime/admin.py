@@ -101,4 +101,4 @@ class NotificationAdmin(admin.ModelAdmin):
     list_display = ["id", "user", "kind", "title", "created_at", "read_at", "email_status"]
     list_filter = ["kind", "email_status"]
     search_fields = ["user__username", "title"]
-    readonly_fields = ["event", "key", "emailed_at"]
+    readonly_fields = ["event", "key", "emailed_at", "email_error"]

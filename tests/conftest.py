@@ -43,6 +43,9 @@ def _test_settings(settings):
     # background threads): payments.gateways.sandbox.flush().
     settings.SANDBOX_WEBHOOK_DELIVERY = "outbox"
     settings.PAYMENTS_RETRY_TIMERS = False
+    # pytest-django delivers mail into Django's local-memory outbox, which tests read: for
+    # them that is delivery (production mode without EMAIL_URL is tested on its own).
+    settings.EMAIL_DELIVERY_CONFIGURED = True
 
 
 @pytest.fixture(autouse=True)

@@ -43,6 +43,8 @@ class Notification(models.Model):
         max_length=16, choices=EmailStatus.choices, default=EmailStatus.NOT_WANTED
     )
     emailed_at = models.DateTimeField(null=True, blank=True)
+    # Why the e-mail was not sent, in words (email_status "failed").
+    email_error = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [

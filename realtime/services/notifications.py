@@ -142,18 +142,32 @@ def notification_create(
     return notification
 
 
+NO_EMAIL_BACKEND = "Not sent: no e-mail backend is configured (set EMAIL_URL)."
+
+
 def notification_email_send(*, notification_id: int) -> bool:
     """Send a pending notification's e-mail once; returns whether it was sent now.
 
-    A missing or already-sent notification is nothing to do. Runs outside a transaction (the
-    mail server call is slow); a crash after sending and before recording may send it twice,
-    which beats never sending it."""
+    A missing or already-sent notification is nothing to do. Without a backend that delivers
+    anywhere (EMAIL_DELIVERY_CONFIGURED: production mode and no EMAIL_URL) nothing is sent
+    and the notification is marked failed with that reason, never sent. Runs outside a
+    transaction (the mail server call is slow); a crash after sending and before recording
+    may send it twice, which beats never sending it."""
     notification = (
         Notification.objects.select_related("user")
         .filter(pk=notification_id, email_status=Notification.EmailStatus.PENDING)
         .first()
     )
     if notification is None:
+        return False
+    if not settings.EMAIL_DELIVERY_CONFIGURED:
+        Notification.objects.filter(
+            pk=notification.pk, email_status=Notification.EmailStatus.PENDING
+        ).update(email_status=Notification.EmailStatus.FAILED, email_error=NO_EMAIL_BACKEND)
+        logger.warning(
+            "notification e-mail not sent: no e-mail backend is configured (EMAIL_URL)",
+            extra={"notification_id": notification.pk, "kind": notification.kind},
+        )
         return False
     lines = [notification.title, ""]
     if notification.body:

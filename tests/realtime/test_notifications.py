@@ -54,6 +54,23 @@ def test_a_submitted_milestone_notifies_the_homeowner_in_app_and_by_email():
     assert milestone.title in mail.outbox[0].body
 
 
+def test_without_an_email_backend_the_email_is_marked_failed_with_a_reason_not_sent(settings):
+    """Production mode with no EMAIL_URL (local-memory backend): nothing is delivered, so the
+    notification must not claim it was; it is failed, says why, and the in-app one stays."""
+    settings.EMAIL_DELIVERY_CONFIGURED = False
+    milestone = MilestoneFactory()
+
+    milestone_event(milestone, new_status="submitted", previous_status="funded")
+
+    notification = Notification.objects.get()
+    assert notification.email_status == "failed"
+    assert notification.email_error == (
+        "Not sent: no e-mail backend is configured (set EMAIL_URL)."
+    )
+    assert notification.emailed_at is None
+    assert mail.outbox == []
+
+
 def test_released_funds_notify_the_contractor():
     milestone = MilestoneFactory()
 

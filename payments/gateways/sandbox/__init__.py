@@ -25,8 +25,9 @@ Webhooks: after each change it signs a Stripe-style event with SANDBOX_WEBHOOK_S
 delivers it, SANDBOX_WEBHOOK_DELAY seconds later, to the same ingest function that
 POST /webhooks/sandbox/ calls (signature check included). How it delivers
 (SANDBOX_WEBHOOK_DELIVERY):
-- "auto" (default): with Celery eager (the embedded default) a timer thread in this process;
-  with a real broker a Celery task with a short countdown (the worker delivers it);
+- "auto" (default): with Celery eager (no worker: a manage.py command on its own, tests) a
+  timer thread in this process; with a broker (Redis, or `make run`'s filesystem broker) a
+  Celery task with a short countdown (the worker delivers it);
 - "outbox": kept in `OUTBOX` until `flush()`; tests use it to deliver deterministically,
   twice, or out of order;
 - "off": nothing is delivered.

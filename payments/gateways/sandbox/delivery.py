@@ -94,7 +94,7 @@ def schedule(item: Delivery) -> None:
         return
     delay = float(getattr(settings, "SANDBOX_WEBHOOK_DELAY", 1.0))
     if settings.CELERY_TASK_ALWAYS_EAGER:
-        # The embedded default has no worker: a timer thread plays the gateway's sender.
+        # No worker (Celery eager): a timer thread plays the gateway's sender.
         def run():
             try:
                 _perform(item)
