@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from config import daphne_flags
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -28,7 +30,14 @@ def main() -> int:
     listener.set_inheritable(True)
     fd = listener.fileno()
     daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
-    command = [daphne, "--fd", str(fd), "--proxy-headers", "config.asgi:application"]
+    command = [
+        daphne,
+        *daphne_flags.flags(),
+        "--fd",
+        str(fd),
+        "--proxy-headers",
+        "config.asgi:application",
+    ]
 
     def spawn() -> subprocess.Popen:
         return subprocess.Popen(command, pass_fds=(fd,))
