@@ -49,8 +49,15 @@ $(CHROMIUM):
 	$$SUDO apt-get install -y chromium \
 	  || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
+# The serving tests run deploy/nginx.conf in front of Daphne (tests/config/test_serving.py).
+NGINX := /usr/sbin/nginx
+$(NGINX):
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y --no-install-recommends nginx-light \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends nginx-light; }
+
 test: export CELERY_TASK_ALWAYS_EAGER ?= true
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) $(NGINX)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The ledger's throughput beside pgbench's (docs/PERFORMANCE.md); PostgreSQL on loopback only.

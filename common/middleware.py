@@ -1,6 +1,7 @@
 from django.conf import settings
 
-# Strict policy: no inline scripts or styles anywhere; the portal's JS and CSS are files.
+# Strict policy on every response: no inline scripts or styles anywhere; the portal's JS and
+# CSS are files, and so are the API docs page's (templates/api/swagger_ui.html).
 _CSP = "; ".join(
     [
         "default-src 'self'",
@@ -14,8 +15,6 @@ _CSP = "; ".join(
         "object-src 'none'",
     ]
 )
-# Swagger UI (drf-spectacular's docs page) needs an inline bootstrap script of its own.
-_RELAXED_PREFIXES = ("/api/v1/docs/",)
 
 
 class ContentSecurityPolicyMiddleware:
@@ -25,7 +24,7 @@ class ContentSecurityPolicyMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if "Content-Security-Policy" in response or request.path.startswith(_RELAXED_PREFIXES):
+        if "Content-Security-Policy" in response:
             return response
         policy = _CSP
         if self.stripe_js:

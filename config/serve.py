@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from config import daphne_flags
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 GRACE_SECONDS = 10
@@ -75,7 +77,7 @@ def worker_command(run_dir: Path) -> list[str]:
 
 def daphne_command(daphne: str, fd: int, *, proxy_headers: bool) -> list[str]:
     proxy = ["--proxy-headers"] if proxy_headers else []
-    return [daphne, "--fd", str(fd), *proxy, "config.asgi:application"]
+    return [daphne, *daphne_flags.flags(), "--fd", str(fd), *proxy, "config.asgi:application"]
 
 
 def _env_flag(name: str) -> bool:

@@ -24,15 +24,16 @@ SECRET_KEY = env.str(
     "SECRET_KEY", default="django-insecure-development-key-change-me-in-production-0123456789"
 )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
-CSRF_TRUSTED_ORIGINS = env.list(
-    "CSRF_TRUSTED_ORIGINS",
-    default=[
-        f"{scheme}://{host}"
-        for host in ALLOWED_HOSTS
-        for scheme in ("http", "https")
-        if host and host != "*" and not host.startswith(".")
-    ],
-)
+# The site's own origins (scheme, host and port) besides the one a request is made to, which
+# is always its own: SITE_URL's (where the site is served, e.g. behind a proxy) and any listed
+# in TRUSTED_ORIGINS (`https://app.example.com`, `https://*.example.com`). One list for Django's
+# CSRF check and the WebSocket Origin rule (realtime.auth).
+SITE_URL = env.str("SITE_URL", default="").rstrip("/")
+TRUSTED_ORIGINS = [
+    *([f"{urlsplit(SITE_URL).scheme}://{urlsplit(SITE_URL).netloc}"] if SITE_URL else []),
+    *env.list("TRUSTED_ORIGINS", default=[]),
+]
+CSRF_TRUSTED_ORIGINS = TRUSTED_ORIGINS
 
 DATABASE_URL = env.str("DATABASE_URL", default="")
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -64,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before WhiteNoise, so static files carry the policy too: every response does.
+    "common.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -71,7 +74,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "common.middleware.ContentSecurityPolicyMiddleware",
     "common.api.idempotency.IdempotencyMiddleware",
     # Last, as django-axes requires: turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
@@ -409,7 +411,7 @@ REALTIME_DISPATCH_BATCH_WINDOW = env.float("REALTIME_DISPATCH_BATCH_WINDOW", def
 REALTIME_PRESENCE_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="escrowpay")
 # Resume (WebSocket last_event_id, GET /api/v1/events?after=) works this far back.
 REALTIME_REPLAY_RETENTION = timedelta(days=env.int("REALTIME_REPLAY_RETENTION_DAYS", default=30))
-PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default=SITE_URL or "http://127.0.0.1:8000")
 # Outgoing webhooks to loopback/private addresses: refused in production (SSRF), allowed in
 # the DEBUG development mode so a local receiver works with `make run`.
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=DEBUG)
@@ -438,6 +440,7 @@ USE_TZ = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not DEBUG and env.bool("SECURE_COOKIES", default=True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_FAILURE_VIEW = "common.api.exceptions.csrf_failure"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"

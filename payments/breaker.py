@@ -11,8 +11,9 @@ half_open: one probe call at a time goes through; success closes it, failure ope
 Where the state lives: Redis when REDIS_URL is set (a hash per breaker, counters per bucket, a
 compare-and-set script for transitions, SET NX for the probe permit); otherwise the
 CircuitBreaker and CircuitBreakerWindow tables (compare-and-set UPDATEs). Whoever wins a
-transition emits `circuit_breaker.opened|half_open|closed` and mirrors the state into the
-CircuitBreaker row the admin shows, so each transition is announced once.
+transition emits `circuit_breaker.opened|half_open|closed` (to operators, on their WebSocket
+channel `ops.circuit_breakers`; opening and closing also notify them in-app) and mirrors the
+state into the CircuitBreaker row the admin shows, so each transition is announced once.
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def status(name: str) -> dict:
 
 def _announce(name: str, state: str, backend, *, retry_at=None, error_rate=None) -> None:
     from accounts.models import User
-    from realtime.events import emit
+    from realtime.events import OPS_CIRCUIT_BREAKERS, emit
 
     logger.warning("circuit breaker %s", state, extra={"breaker": name, "state": state})
     with transaction.atomic():
@@ -274,5 +275,5 @@ def _announce(name: str, state: str, backend, *, retry_at=None, error_rate=None)
             },
             aggregate=("circuit_breaker", name),
             audience=list(operators),
-            channels=["circuit_breaker"],
+            channels=[OPS_CIRCUIT_BREAKERS],
         )

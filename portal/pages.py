@@ -9,12 +9,18 @@ from escrow.models import Milestone, Project
 from portal import payments_bridge, presenters
 from portal import selectors as portal_selectors
 from realtime import selectors as realtime_selectors
+from realtime.events import OPERATOR_CHANNELS
 
 DASHBOARD_PROJECTS = 12
 
 
 def user_channels(user) -> list[str]:
-    return [f"user.{user.pk}.payments", f"user.{user.pk}.milestones"]
+    """The channels every page of this user follows live; operators also get theirs (the
+    circuit breakers), so an alert reaches whatever page they have open."""
+    channels = [f"user.{user.pk}.payments", f"user.{user.pk}.milestones"]
+    if user.is_staff:
+        channels += OPERATOR_CHANNELS
+    return channels
 
 
 def _days_left(day: date | None) -> int | None:

@@ -8,7 +8,8 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 
 
 @database_sync_to_async
@@ -43,20 +44,73 @@ def header(scope, name: bytes) -> str | None:
     return None
 
 
-def origin_is_allowed(scope) -> bool:
-    """The contract's Origin rule: an Origin header must name a host in ALLOWED_HOSTS;
-    session-authenticated connections must send one (browsers always do, and the cookie
-    alone is what a cross-site page would ride on); token clients may omit it."""
-    origin = header(scope, b"origin")
-    if origin is None:
-        return scope.get("auth_method") == "token"
-    host = urlsplit(origin).hostname
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(value: str) -> tuple[str, str, int] | None:
+    """`scheme://host[:port]` as (scheme, host, port) with the default port filled in, or None
+    for anything that is not an http(s) origin (`null`, a bare host, garbage)."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def _own_origin(scope) -> tuple[str, str, int] | None:
+    """The origin this connection was made to, as Django's CSRF check derives it for a
+    request: the Host header (valid for ALLOWED_HOSTS) and the scheme, https when the proxy
+    says so in SECURE_PROXY_SSL_HEADER or the connection itself is wss."""
+    host = header(scope, b"host")
     if not host:
-        return False
+        return None
+    domain, _ = split_domain_port(host)
     allowed = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed:
         allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return validate_host(host, allowed)
+    if not domain or not validate_host(domain, allowed):
+        return None
+    secure = scope.get("scheme") in ("wss", "https")
+    if settings.SECURE_PROXY_SSL_HEADER:
+        name, value = settings.SECURE_PROXY_SSL_HEADER
+        forwarded = header(scope, name.removeprefix("HTTP_").lower().replace("_", "-").encode())
+        if forwarded is not None:
+            secure = forwarded.split(",", 1)[0].strip() == value
+    return _origin(f"{'https' if secure else 'http'}://{host}")
+
+
+def _is_trusted(origin: str, parsed: tuple[str, str, int]) -> bool:
+    """TRUSTED_ORIGINS with CSRF_TRUSTED_ORIGINS' semantics: an exact origin, or
+    `scheme://*.domain` for the domain's subdomains (the port then as written)."""
+    for entry in settings.TRUSTED_ORIGINS:
+        scheme, _, netloc = entry.partition("://")
+        if netloc.startswith("*"):
+            origin_netloc = urlsplit(origin.strip()).netloc
+            if scheme.lower() == parsed[0] and is_same_domain(origin_netloc, netloc[1:]):
+                return True
+        elif _origin(entry) == parsed:
+            return True
+    return False
+
+
+def origin_is_allowed(scope) -> bool:
+    """The contract's Origin rule: an Origin header must be one of the site's own origins,
+    compared by scheme, host and port: the origin the connection was made to (its Host, as
+    Django's CSRF check takes it) or one in TRUSTED_ORIGINS (SITE_URL's origin and the
+    TRUSTED_ORIGINS setting; the same list is CSRF_TRUSTED_ORIGINS). Session-authenticated
+    connections must send one (browsers always do, and the cookie alone is what a page on
+    another origin would ride on); token clients may omit it."""
+    origin = header(scope, b"origin")
+    if origin is None:
+        return scope.get("auth_method") == "token"
+    parsed = _origin(origin)
+    if parsed is None:
+        return False
+    return parsed == _own_origin(scope) or _is_trusted(origin, parsed)
 
 
 class _TransportProbe:

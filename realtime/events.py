@@ -14,6 +14,10 @@ from realtime.models import Event
 
 logger = logging.getLogger(__name__)
 
+# Operators' channels: only operators may subscribe (realtime.selectors.channel_is_visible_to).
+OPS_CIRCUIT_BREAKERS = "ops.circuit_breakers"
+OPERATOR_CHANNELS = (OPS_CIRCUIT_BREAKERS,)
+
 
 def _user_id(user) -> int:
     return user if isinstance(user, int) else user.pk

@@ -5,6 +5,7 @@ import re
 
 from django.apps import apps
 
+from realtime.events import OPERATOR_CHANNELS
 from realtime.exceptions import ResyncRequired, WebhookEndpointNotFound
 from realtime.models import (
     Event,
@@ -104,9 +105,13 @@ def channel_is_visible_to(*, user, channel: str) -> bool:
 
     user.<id>.*: only that user. project/milestone: the escrow selectors (parties and
     operators). payment: payments.selectors.payment_is_visible_to. dispute: the disputes
-    selector once that app has one, operators only until then. Unknown names: no."""
+    selector once that app has one, operators only until then. The operators' channels
+    (realtime.events.OPERATOR_CHANNELS, e.g. ops.circuit_breakers): operators only. Unknown
+    names: no."""
     if user is None or not user.is_authenticated or not user.is_active:
         return False
+    if channel in OPERATOR_CHANNELS:
+        return bool(user.is_staff)
     parsed = channel_parse(channel)
     if parsed is None:
         return False

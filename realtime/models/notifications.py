@@ -13,6 +13,7 @@ class Notification(models.Model):
         DISPUTE_UPDATED = "dispute_updated"
         PAYMENT_DUE = "payment_due"
         WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled"
+        CIRCUIT_BREAKER = "circuit_breaker"
 
     class EmailStatus(models.TextChoices):
         NOT_WANTED = "not_wanted"

@@ -2,6 +2,7 @@
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -18,7 +19,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Rule:
     kind: str
-    # Who must act: "payer" (the homeowner side), "payee" (the contractor side) or "parties".
+    # Who must act: "payer" (the homeowner side), "payee" (the contractor side), "parties"
+    # (everyone in the audience) or "operators" (the operators in the audience).
     recipients: str
     title: str
 
@@ -36,8 +38,20 @@ def _rule_for(event: Event) -> _Rule | None:
         return _Rule(Notification.Kind.FUNDS_RELEASED, "payee", "Funds were released to you")
     if event.type.startswith("dispute."):
         return _Rule(Notification.Kind.DISPUTE_UPDATED, "parties", "A dispute was updated")
-    if event.type in {"payment.due", "payment_schedule.due", "billing.payment_due"}:
+    if event.type == "billing.payment_due":
         return _Rule(Notification.Kind.PAYMENT_DUE, "payer", "A payment is due")
+    if event.type == "circuit_breaker.opened":
+        return _Rule(
+            Notification.Kind.CIRCUIT_BREAKER,
+            "operators",
+            "A gateway circuit breaker opened: calls to the gateway are paused",
+        )
+    if event.type == "circuit_breaker.closed":
+        return _Rule(
+            Notification.Kind.CIRCUIT_BREAKER,
+            "operators",
+            "A gateway circuit breaker closed: calls to the gateway go through again",
+        )
     return None
 
 
@@ -46,6 +60,9 @@ def _recipient_ids(event: Event, who: str) -> list[int]:
     audience = [int(user_id) for user_id in event.audience]
     if who == "parties":
         return audience
+    if who == "operators":
+        operators = get_user_model().objects.filter(pk__in=audience, is_staff=True, is_active=True)
+        return list(operators.values_list("pk", flat=True))
     explicit = {
         "payer": ("payer_id", "homeowner_id"),
         "payee": ("payee_id", "contractor_id"),
@@ -60,6 +77,8 @@ def _recipient_ids(event: Event, who: str) -> list[int]:
 
 def _describe(event: Event) -> tuple[str, str]:
     data = event.data or {}
+    if event.type.startswith("circuit_breaker."):
+        return _describe_breaker(event.type, data), "/admin/payments/circuitbreaker/"
     parts = []
     if data.get("title"):
         parts.append(str(data["title"]))
@@ -71,6 +90,22 @@ def _describe(event: Event) -> tuple[str, str]:
         parts.append(f"status: {data['new_status']}")
     url = f"/projects/{data['project_id']}/" if data.get("project_id") else ""
     return "; ".join(parts), url
+
+
+def _describe_breaker(event_type: str, data: dict) -> str:
+    name = data.get("name") or "a gateway operation"
+    if event_type == "circuit_breaker.closed":
+        return f"{name}: calls go through again."
+    parts = [f"{name}: calls are paused and new work is queued"]
+    if isinstance(data.get("error_rate"), int | float):
+        parts.append(f"{round(data['error_rate'] * 100)}% of recent calls failed")
+    if data.get("retry_at"):
+        try:
+            moment = datetime.fromisoformat(data["retry_at"]).astimezone(UTC)
+            parts.append(f"a probe call is tried after {moment:%Y-%m-%d %H:%M:%S} UTC")
+        except (TypeError, ValueError):
+            pass
+    return "; ".join(parts) + "."
 
 
 def notifications_create_for_event(*, event: Event) -> list[Notification]:

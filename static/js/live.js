@@ -46,7 +46,9 @@ const BACKOFF_MAX_MS = 10000;
 const PING_EVERY_MS = 25000;
 const PONG_TIMEOUT_MS = 10000;
 const SEEN_LIMIT = 500;
-const NOTIFYING = /^(payment\.failed|payment\.due|milestone\.|dispute\.)/;
+// Event types that may create an in-app notification (realtime/services/notifications.py
+// _rule_for; tests/portal/test_live_client.py checks the server's own emitted names match).
+const NOTIFYING = /^(payment\.failed|billing\.payment_due|milestone\.|dispute\.|circuit_breaker\.(opened|closed))/;
 
 const indicator = document.getElementById("connection");
 const announcer = document.getElementById("live-announcer");

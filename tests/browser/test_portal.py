@@ -253,3 +253,25 @@ def test_resync_when_the_missed_events_are_no_longer_replayable(portal_server, n
     assert int(page.locator("body").get_attribute("data-last-event-id")) >= pruned
     assert_not_reloaded(page)
     assert watched.errors == []
+
+
+def test_the_api_docs_page_renders_under_the_strict_policy(portal_server, new_page):
+    """Swagger UI (served from the sidecar package) renders the schema under the site's CSP
+    with no violation: Chromium reports a refused script, style or connection as a console
+    error, which Watched collects."""
+    violations = []
+    watched = new_page()
+    page = watched.page
+    page.on(
+        "console",
+        lambda message: (
+            "Content Security Policy" in message.text and violations.append(message.text)
+        ),
+    )
+
+    response = page.goto("/api/v1/docs/")
+    assert "script-src 'self';" in response.headers["content-security-policy"]
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Escrow payments API")
+    expect(page.locator(".opblock").first).to_be_visible()
+    screenshot(page, "api-docs")
+    assert violations == [] and watched.errors == []

@@ -14,6 +14,7 @@ from payments.gateways import sandbox
 from payments.models import CircuitBreaker, Payment
 from payments.services import payment_process
 from realtime.models import Event
+from tests.factories import OperatorFactory
 from tests.payments.helpers import fund
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -218,3 +219,44 @@ def test_admin_shows_the_breakers(client, operator, backend):
 
     assert response.status_code == 200
     assert NAME.encode() in response.content
+
+
+def test_opening_and_closing_notify_every_operator_in_app_and_half_opening_does_not(
+    backend, operator, homeowner
+):
+    """Breaker events reached no one: no notification rule, and a channel nobody could
+    subscribe to. Now opening and closing each give every operator an in-app notification
+    that says which operation and why, linking to the breakers' admin page; the half-open
+    probe notifies no one, and nobody but operators is notified."""
+    from realtime.models import Notification
+
+    second_operator = OperatorFactory()
+    fail(4)
+    cool_down()
+    assert breaker.allow(NAME).allowed  # half open: the probe goes through
+    breaker.record(NAME, success=True)
+
+    assert transitions()[-3:] == [
+        "circuit_breaker.opened",
+        "circuit_breaker.half_open",
+        "circuit_breaker.closed",
+    ]
+    notifications = Notification.objects.order_by("id")
+    assert {n.user_id for n in notifications} == {operator.user.pk, second_operator.pk}
+    assert [n.event.type for n in notifications if n.user_id == operator.user.pk] == [
+        "circuit_breaker.opened",
+        "circuit_breaker.closed",
+    ]
+    opened, closed = (n for n in notifications if n.user_id == operator.user.pk)
+    assert opened.kind == closed.kind == "circuit_breaker"
+    assert "paused" in opened.title and NAME in opened.body and "100% of recent" in opened.body
+    assert "go through again" in closed.title and NAME in closed.body
+    assert opened.url == "/admin/payments/circuitbreaker/"
+    assert not Notification.objects.filter(user=homeowner.user).exists()
+
+
+def test_breaker_events_travel_on_the_operators_channel(backend, operator):
+    """They are carried on ops.circuit_breakers, the channel operators may subscribe to."""
+    fail(4)
+
+    assert Event.objects.get(type="circuit_breaker.opened").channels == ["ops.circuit_breakers"]

@@ -55,9 +55,14 @@ def with_scope(app, **extra):
 
 
 async def connect(*, key=None, headers=None, path="/ws/", app=None, expect=True):
-    """Open /ws/ (with ?token=key when given). Returns the communicator, connected or not."""
+    """Open /ws/ (with ?token=key when given). Returns the communicator, connected or not.
+    Like a browser, it sends `Host: localhost` unless `headers` name another host (ORIGIN is
+    then that host's own origin)."""
     url = f"{path}?token={key}" if key else path
-    communicator = WebsocketCommunicator(app or application(), url, headers=headers or [])
+    headers = list(headers or [])
+    if not any(name == b"host" for name, _ in headers):
+        headers.append((b"host", b"localhost"))
+    communicator = WebsocketCommunicator(app or application(), url, headers=headers)
     connected, _ = await communicator.connect(timeout=5)
     assert connected is expect
     return communicator

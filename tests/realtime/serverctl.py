@@ -58,7 +58,18 @@ def revoke_keys(arguments):
     return {"revoked": True}
 
 
-COMMANDS = {"setup": setup, "emit": emit_events, "revoke": revoke_keys}
+def session(arguments):
+    """A signed-in portal session for the user: the value of its `sessionid` cookie."""
+    from django.test import Client
+
+    from accounts.models import User
+
+    client = Client()
+    client.force_login(User.objects.get(pk=arguments["user"]))
+    return {"sessionid": client.cookies["sessionid"].value}
+
+
+COMMANDS = {"setup": setup, "emit": emit_events, "revoke": revoke_keys, "session": session}
 
 
 def main() -> None:

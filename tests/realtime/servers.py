@@ -84,10 +84,12 @@ def serverctl(env: dict, command: str, **arguments):
 
 
 class Daphne:
-    """One Daphne process serving config.asgi on 127.0.0.1:<random port>."""
+    """One Daphne process serving config.asgi on 127.0.0.1:<random port> (`args`: more
+    command-line flags)."""
 
-    def __init__(self, env: dict, log_path: Path) -> None:
+    def __init__(self, env: dict, log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = env
+        self.args = list(args)
         self.log_path = log_path
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
@@ -109,6 +111,7 @@ class Daphne:
                 "5",
                 str(MAX_SECONDS),
                 DAPHNE,
+                *self.args,
                 "--fd",
                 str(fd),
                 "config.asgi:application",

@@ -202,6 +202,49 @@ async def test_operator_may_subscribe_to_any_project():
     await communicator.disconnect()
 
 
+@database_sync_to_async
+def breaker_opens(name: str) -> None:
+    from payments import breaker
+
+    for _ in range(10):
+        breaker.record(name, success=False)
+
+
+async def test_operators_get_circuit_breaker_alerts_live_and_no_one_else_may_subscribe(settings):
+    """Breaker events went to a channel the WebSocket refused to everyone. Operators may now
+    subscribe to ops.circuit_breakers and see a breaker open live; anyone else gets the
+    contract's forbidden error for it and nothing of what it carries."""
+    from payments import breaker
+
+    settings.PAYMENTS_BREAKER_BACKEND = "database"
+    breaker._stores.clear()
+    _, operator_key = await make_user(OperatorFactory)
+    homeowner, homeowner_key = await make_user()
+    operator = await connect(key=operator_key)
+    stranger = await connect(key=homeowner_key)
+
+    assert (await subscribe(operator, ["ops.circuit_breakers"]))["channels"] == [
+        "ops.circuit_breakers"
+    ]
+    await stranger.send_json_to({"type": "subscribe", "channels": ["ops.circuit_breakers"]})
+    assert await receive(stranger) == {
+        "type": "error",
+        "code": "forbidden",
+        "channel": "ops.circuit_breakers",
+    }
+    assert await receive(stranger) == {"type": "subscribed", "channels": []}
+    await breaker_opens("sandbox:ws-test")
+
+    alert = (await events_received(operator, 1))[0]
+    assert (alert["type"], alert["channel"]) == ("circuit_breaker.opened", "ops.circuit_breakers")
+    assert alert["data"]["name"] == "sandbox:ws-test" and alert["data"]["state"] == "open"
+    marker = await aemit(channels=[f"user.{homeowner.pk}.payments"], audience=[homeowner])
+    assert [m["id"] for m in await events_received(stranger, 1)] == [marker.position]
+    await operator.disconnect()
+    await stranger.disconnect()
+    breaker._stores.clear()
+
+
 async def test_an_event_on_several_subscribed_channels_arrives_once():
     project, milestone, homeowner_key, _ = await make_project()
     communicator = await connect(key=homeowner_key)
