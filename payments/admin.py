@@ -2,6 +2,7 @@
 
 from django.contrib import admin, messages
 
+from common.admin import ServiceFormMixin
 from payments import breaker, services
 from payments.models import (
     CircuitBreaker,
@@ -166,12 +167,22 @@ class PayoutAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(PayoutAccount)
-class PayoutAccountAdmin(admin.ModelAdmin):
+class PayoutAccountAdmin(ServiceFormMixin, admin.ModelAdmin):
+    """Adding or changing an account goes through payout_account_set (durable, outside the
+    admin's transaction), which also sends the payouts that waited for it."""
+
     list_display = ["user", "provider", "account_id", "created_at"]
     search_fields = ["user__username", "account_id"]
+    fields = ["user", "provider", "account_id"]
 
-    def save_model(self, request, obj, form, change):
-        services.payout_account_set(user=obj.user, provider=obj.provider, account_id=obj.account_id)
+    def get_readonly_fields(self, request, obj=None):
+        # One account per (user, provider): an edit changes the account id only.
+        return ["user", "provider", "created_at"] if obj is not None else []
+
+    def save_through_service(self, request, obj, changes, change):
+        return services.payout_account_set(
+            user=obj.user, provider=obj.provider, account_id=obj.account_id
+        )
 
 
 @admin.register(WebhookEvent)
