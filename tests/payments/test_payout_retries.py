@@ -151,7 +151,7 @@ def test_a_retry_that_fails_again_can_itself_be_retried(failed_payout, operator)
     assert_ledger_clean()
 
 
-def test_a_fully_reversed_payout_is_paid_again(paid_payout, operator):
+def test_a_fully_reversed_payout_is_paid_again(paid_payout, operator, contractor):
     GATEWAY.reverse_transfer(transfer_id=paid_payout.gateway_transfer_id)
     sandbox.flush()
     paid_payout.refresh_from_db()
@@ -165,6 +165,8 @@ def test_a_fully_reversed_payout_is_paid_again(paid_payout, operator):
     assert payable(paid_payout) == 0
     assert in_transit() == 0
     assert SandboxObject.objects.filter(kind="transfer").count() == 2
+    balances = contractor.get("/api/v1/balances").json()["usd"]
+    assert (balances["payable"], balances["paid_out"]) == (0, paid_payout.amount)
     assert_ledger_clean()
 
 
@@ -329,3 +331,22 @@ def test_the_admins_retry_action_pays_a_failed_payout_again(client, operator, fa
     assert f"paid again by payout {retried.pk}" in response.content.decode()
     assert client.get(f"/admin/payments/payout/{failed_payout.pk}/change/").status_code == 200
     assert_ledger_clean()
+
+
+def test_the_portal_and_the_attention_panel_show_the_payout_that_paid_it_again(
+    failed_payout, operator
+):
+    from portal.admin_site import attention_signals
+    from portal.payments_bridge import payouts_by_milestone
+
+    def waiting():
+        [signal] = [s for s in attention_signals() if s.label.startswith("Payouts waiting")]
+        return signal.count
+
+    assert waiting() == 1
+
+    retried = services.payout_retry(payout_id=failed_payout.pk, actor=operator.user)
+
+    shown = payouts_by_milestone(milestone_ids=[failed_payout.milestone_id])
+    assert shown[failed_payout.milestone_id].pk == retried.pk
+    assert waiting() == 0
