@@ -28,7 +28,8 @@ class PayoutAccount(models.Model):
 
 
 class Payout(models.Model):
-    """A transfer of a released milestone's payable amount to the contractor.
+    """A transfer of a released milestone's payable amount to the contractor, or (with
+    `retry_of`) of what a failed or reversed payout of the same milestone left owed.
 
     `amount_reversed` is what the gateway took back from the connected account (Stripe's
     `transfer.amount_reversed`, cumulative): it only grows, never past `amount` (database

@@ -350,3 +350,15 @@ def test_the_portal_and_the_attention_panel_show_the_payout_that_paid_it_again(
     shown = payouts_by_milestone(milestone_ids=[failed_payout.milestone_id])
     assert shown[failed_payout.milestone_id].pk == retried.pk
     assert waiting() == 0
+
+
+def test_check_ledger_reports_a_retry_that_pays_more_than_was_owed(failed_payout, operator):
+    retried = services.payout_retry(payout_id=failed_payout.pk, actor=operator.user)
+    Payout.objects.filter(pk=retried.pk).update(amount=retried.amount + 1)
+
+    problems = funding_violations()
+
+    assert problems == [
+        f"payout {failed_payout.pk}'s retries pay {retried.amount + 1} in all but cover "
+        f"{retried.amount}"
+    ]
