@@ -204,6 +204,34 @@ def test_a_paid_payout_owes_nothing_and_is_not_retried(paid_payout, operator):
     assert JournalEntry.objects.filter(kind="payout_started").count() == 1
 
 
+def test_a_retry_is_refused_when_payable_no_longer_holds_the_money(failed_payout, operator):
+    """An operator moved the owed money elsewhere (an adjustment): the retry would overdraw
+    the contractor's payable, so it is refused and writes nothing."""
+    from escrow.exceptions import InsufficientFunds
+
+    with transaction.atomic():
+        ledger.post_entry(
+            reference="adjustment:test-drain",
+            kind=JournalEntry.Kind.ADJUSTMENT,
+            currency="usd",
+            legs=[
+                ledger.debit(
+                    ledger.payable_spec(failed_payout.payee_id, "usd"), failed_payout.amount
+                ),
+                ledger.credit(ledger.revenue_spec("usd"), failed_payout.amount),
+            ],
+        )
+    events_before = Event.objects.count()
+
+    with pytest.raises(InsufficientFunds):
+        services.payout_retry(payout_id=failed_payout.pk, actor=operator.user)
+
+    assert Payout.objects.count() == 1
+    assert Event.objects.count() == events_before
+    assert in_transit() == 0
+    assert SandboxObject.objects.filter(kind="transfer").count() == 0
+
+
 def test_only_an_operator_may_retry(failed_payout, contractor, homeowner):
     for actor in (contractor.user, homeowner.user):
         with pytest.raises(PayoutNotFound):
