@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -156,7 +155,8 @@ def _process_locked(webhook_event_id: int) -> str | None:
     try:
         # No savepoint: handlers raise UnknownObject before they write anything, and any
         # other error rolls the whole event back to be retried.
-        row.status = WebhookEvent.Status.PROCESSED if _apply(row) else WebhookEvent.Status.IGNORED
+        applied = apply_event(row)
+        row.status = WebhookEvent.Status.PROCESSED if applied else WebhookEvent.Status.IGNORED
         row.processed_at = timezone.now()
         row.next_attempt_at = None
         row.last_error = ""
@@ -178,7 +178,7 @@ def _process_locked(webhook_event_id: int) -> str | None:
     return row.status
 
 
-def _apply(row: WebhookEvent) -> bool:
+def apply_event(row: WebhookEvent) -> bool:
     """Run the event's handler; whether it changed anything. Caller holds the row's lock and
     the transaction. Raises what the handler raises (UnknownObject, TransferReversalInvalid,
     ...), and the caller's transaction rolls its writes back."""
@@ -187,78 +187,6 @@ def _apply(row: WebhookEvent) -> bool:
         return False
     payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
     return handler(row.provider, payload["data"]["object"]) is not False
-
-
-APPLIED = (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED)
-
-
-@dataclass(frozen=True)
-class Replay:
-    """What an operator's replay did: the inbox row's status afterwards, whether the replay
-    applied anything, and why it could not run (then nothing changed)."""
-
-    status: str
-    changed: bool
-    error: str = ""
-
-    def __str__(self) -> str:
-        if self.error:
-            return f"{self.status} (the replay failed and changed nothing: {self.error})"
-        return f"{self.status} ({'applied now' if self.changed else 'changed nothing'})"
-
-
-def webhook_replay(*, webhook_event_id: int, actor=None) -> Replay | None:
-    """An operator asks for an event to be processed again (the admin's action).
-
-    An event never applied (received, parked, failed) is processed as if it had just
-    arrived: processed, ignored, or parked again. One already applied (processed or ignored)
-    is run again under its row lock, and its status never goes back: the handlers are
-    idempotent, so it normally changes nothing and stays `processed` (an ignored one that now
-    applies becomes processed); if the handler fails now (the object cannot be found, the
-    payload contradicts a newer state), the effects applied the first time stand, the row
-    keeps its status with the error in `last_error`, and the result says so. Returns None
-    for an unknown row."""
-    logger.info(
-        "webhook replay", extra={"event": webhook_event_id, "actor": getattr(actor, "pk", None)}
-    )
-    updated = (
-        WebhookEvent.objects.filter(pk=webhook_event_id)
-        .exclude(status__in=APPLIED)
-        .update(status=WebhookEvent.Status.RECEIVED, next_attempt_at=None, last_error="")
-    )
-    if updated:
-        status = webhook_process(webhook_event_id=webhook_event_id)
-        return Replay(status=status, changed=status == WebhookEvent.Status.PROCESSED)
-    try:
-        with transaction.atomic(durable=True):
-            row = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
-            if row is None:
-                return None
-            if row.status not in APPLIED:
-                # Reset by another replay in the meantime, which processes it.
-                return Replay(status=row.status, changed=False)
-            changed = _apply(row)
-            row.attempts += 1
-            row.last_error = ""
-            if changed:
-                row.status = WebhookEvent.Status.PROCESSED
-                row.processed_at = timezone.now()
-            row.save(update_fields=["status", "attempts", "processed_at", "last_error"])
-            return Replay(status=row.status, changed=changed)
-    except Exception as exc:
-        # Whatever it was, the transaction rolled it back; the first processing stands.
-        logger.warning(
-            "webhook replay failed; the effects applied before stand",
-            extra={"webhook_event": webhook_event_id, "error": type(exc).__name__},
-        )
-        error = f"{type(exc).__name__}: {exc}"
-        WebhookEvent.objects.filter(pk=webhook_event_id).update(last_error=f"replay: {error}"[:255])
-        status = (
-            WebhookEvent.objects.filter(pk=webhook_event_id)
-            .values_list("status", flat=True)
-            .first()
-        )
-        return Replay(status=status, changed=False, error=error)
 
 
 def webhooks_due(*, now=None, batch_size: int = 200) -> list[int]:
