@@ -7,6 +7,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
+from common.admin import ServiceFormMixin
 from common.errors import DomainError
 from escrow import money, services
 from escrow.models import (
@@ -56,7 +57,11 @@ class MilestoneInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ServiceFormMixin, admin.ModelAdmin):
+    """The title is the only editable field; it is saved by project_update_details (the row
+    locked, only the title written), never by a full-row save that could undo a status change
+    made while the form was open."""
+
     list_display = ["id", "title", "homeowner", "contractor", "currency", "status", "created_at"]
     list_filter = ["status", "currency"]
     search_fields = ["title", "homeowner__username", "contractor__username"]
@@ -76,6 +81,9 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # projects are created by homeowners (portal or API)
+
+    def save_through_service(self, request, obj, changes, change):
+        return services.project_update_details(project_id=obj.pk, actor=request.user, **changes)
 
     @admin.display(description="Budget utilization (from the ledger)")
     def utilization(self, project):
@@ -101,7 +109,10 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Milestone)
-class MilestoneAdmin(admin.ModelAdmin):
+class MilestoneAdmin(ServiceFormMixin, admin.ModelAdmin):
+    """Title and due date are editable; milestone_update_details saves them (project and
+    milestone locked, only the changed columns written)."""
+
     list_display = ["id", "title", "project", "amount", "status", "due_date", "review_deadline"]
     list_filter = ["status", "project__currency"]
     search_fields = ["title", "project__title", "project__homeowner__username"]
@@ -126,8 +137,8 @@ class MilestoneAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    def save_through_service(self, request, obj, changes, change):
+        return services.milestone_update_details(milestone_id=obj.pk, actor=request.user, **changes)
 
     @admin.display(description="Escrow held")
     def escrow(self, milestone):

@@ -2,6 +2,8 @@
 
 from django.contrib import admin, messages
 
+from common.admin import ServiceFormMixin
+from common.errors import DomainError
 from payments import breaker, services
 from payments.models import (
     CircuitBreaker,
@@ -93,10 +95,6 @@ class PaymentAdmin(ReadOnlyMixin, admin.ModelAdmin):
     inlines = [GatewayAttemptInline, RefundInline]
     actions = ["process_now", "cancel"]
 
-    def has_change_permission(self, request, obj=None):
-        # Viewing the change page needs it; every field is read-only.
-        return request.user.is_staff
-
     @admin.display(description="Timeline")
     def timeline(self, payment):
         events = event_list_for_aggregate(aggregate_type="payment", aggregate_id=payment.pk)
@@ -155,23 +153,52 @@ class PayoutAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "amount_reversed",
         "gateway_transfer_id",
         "paid_at",
+        "retry_of",
     ]
     list_filter = ["status", "provider"]
+    readonly_fields = ["retries"]
     actions = ["retry"]
 
-    @admin.action(description="Retry the transfer now")
+    @admin.display(description="Paid again by")
+    def retries(self, payout):
+        return ", ".join(str(retry) for retry in payout.retries.order_by("pk")) or "—"
+
+    @admin.action(description="Retry: send a waiting transfer, or pay a failed/reversed one again")
     def retry(self, request, queryset):
-        for payout in queryset:
-            services.payout_process(payout_id=payout.pk)
+        for payout in queryset.order_by("pk"):
+            try:
+                retried = services.payout_retry(payout_id=payout.pk, actor=request.user)
+            except DomainError as exc:
+                messages.error(request, f"Payout {payout.pk}: {exc.message}")
+                continue
+            if retried.pk == payout.pk:
+                messages.info(request, f"Payout {payout.pk}: its transfer is being sent again.")
+            else:
+                retried.refresh_from_db()
+                messages.success(
+                    request,
+                    f"Payout {payout.pk}: paid again by payout {retried.pk} "
+                    f"({retried.amount} {retried.currency}, now {retried.status}).",
+                )
 
 
 @admin.register(PayoutAccount)
-class PayoutAccountAdmin(admin.ModelAdmin):
+class PayoutAccountAdmin(ServiceFormMixin, admin.ModelAdmin):
+    """Adding or changing an account goes through payout_account_set (durable, outside the
+    admin's transaction), which also sends the payouts that waited for it."""
+
     list_display = ["user", "provider", "account_id", "created_at"]
     search_fields = ["user__username", "account_id"]
+    fields = ["user", "provider", "account_id"]
 
-    def save_model(self, request, obj, form, change):
-        services.payout_account_set(user=obj.user, provider=obj.provider, account_id=obj.account_id)
+    def get_readonly_fields(self, request, obj=None):
+        # One account per (user, provider): an edit changes the account id only.
+        return ["user", "provider", "created_at"] if obj is not None else []
+
+    def save_through_service(self, request, obj, changes, change):
+        return services.payout_account_set(
+            user=obj.user, provider=obj.provider, account_id=obj.account_id
+        )
 
 
 @admin.register(WebhookEvent)
@@ -201,9 +228,6 @@ class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "payload",
     ]
     actions = ["replay"]
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_staff
 
     @admin.action(description="Replay (process again; effects are idempotent)")
     def replay(self, request, queryset):
@@ -259,9 +283,6 @@ class ReconciliationRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "error",
     ]
     inlines = [DiscrepancyInline]
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_staff
 
 
 @admin.register(Discrepancy)

@@ -54,5 +54,15 @@ class TransferReversalInvalid(InvalidInput):
     code = "transfer_reversal_invalid"
 
 
+class PayoutNotFound(NotFound):
+    """No such payout."""
+
+
+class PayoutRetryRefused(Conflict):
+    """Another payout of this milestone is still on its way; retry once it has settled."""
+
+    code = "payout_in_progress"
+
+
 class UnknownObject(Exception):
     """A webhook refers to an object we do not know (yet): park the event and retry later."""

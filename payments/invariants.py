@@ -1,8 +1,8 @@
 """Payments' part of `manage.py check_ledger` (escrow.invariants calls funding_violations):
 every captured payment is posted once, every funding entry posted by payments belongs to a
 captured payment of the same amount, refunded amounts match the refunds the gateway
-confirmed, every payout's ledger steps match its status, and its reversal entries add up to
-the amount the gateway reversed."""
+confirmed, every payout's ledger steps match its status, its reversal entries add up to
+the amount the gateway reversed, and what its retries pay again is what it left owed."""
 
 from django.db.models import Sum
 
@@ -107,6 +107,44 @@ def funding_violations(*, limit: int = 100) -> list[str]:
     for payout_id in reversals:
         if add(f"reversal entries for payout {payout_id}, which does not exist"):
             return problems
+    for problem in _retry_problems():
+        if add(problem):
+            return problems
+    return problems
+
+
+def _retry_problems() -> list[str]:
+    """A failed or reversed payout is paid again at most for what it left owed (all of a
+    failed one's amount, a reversed one's amount_reversed), and its retries together pay
+    exactly the owed amount the latest of them covers: nothing is paid twice."""
+    retries: dict[int, list[tuple[int, int]]] = {}
+    rows = Payout.objects.filter(retry_of__isnull=False).values_list(
+        "retry_of_id", "retry_of_amount_owed", "amount"
+    )
+    for source_id, owed, amount in rows.iterator():
+        retries.setdefault(source_id, []).append((owed, amount))
+    problems = []
+    sources = Payout.objects.filter(pk__in=retries).values_list(
+        "pk", "status", "amount", "amount_reversed"
+    )
+    for source_id, status, amount, amount_reversed in sources:
+        if status == Payout.Status.FAILED:
+            owed = amount
+        elif status in Payout.REVERSED_STATUSES:
+            owed = amount_reversed
+        else:
+            owed = 0
+        covered = max(step for step, _ in retries[source_id])
+        paid_again = sum(paid for _, paid in retries[source_id])
+        if covered > owed:
+            problems.append(
+                f"payout {source_id} is {status} and owes {owed} again, but its retries "
+                f"cover {covered}"
+            )
+        if paid_again != covered:
+            problems.append(
+                f"payout {source_id}'s retries pay {paid_again} in all but cover {covered}"
+            )
     return problems
 
 

@@ -106,9 +106,9 @@ def attention_signals() -> list[Signal]:
             "bad",
         ),
         (
-            "Payouts waiting for an account or failed",
+            "Payouts waiting for an account, or failed and not paid again",
             ("payments", "Payout"),
-            {"status__in": ["needs_account", "failed"]},
+            {"status__in": ["needs_account", "failed"], "retries__isnull": True},
             "",
             "warn",
         ),

@@ -83,7 +83,8 @@ def payment_method_remove(*, user, payment_method_id: int) -> PaymentMethod:
 
 
 def payouts_by_milestone(*, milestone_ids) -> dict[int, Payout]:
-    """The payout of each milestone. payments has no payout selector yet; the caller passes
-    only milestones it fetched through escrow's permission-checked project selector."""
-    payouts = Payout.objects.filter(milestone_id__in=list(milestone_ids))
+    """The latest payout of each milestone (a failed or reversed one may have been paid
+    again by a newer one). payments has no payout selector yet; the caller passes only
+    milestones it fetched through escrow's permission-checked project selector."""
+    payouts = Payout.objects.filter(milestone_id__in=list(milestone_ids)).order_by("pk")
     return {payout.milestone_id: payout for payout in payouts}

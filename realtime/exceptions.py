@@ -26,6 +26,12 @@ class WebhookEndpointDisabled(Conflict):
     code = "webhook_endpoint_disabled"
 
 
+class WebhookDeliveryFinished(Conflict):
+    """The webhook delivery already succeeded."""
+
+    code = "webhook_delivery_finished"
+
+
 class ResyncRequired(DomainError):
     """Events after this id are no longer all retained; reload current state, then continue
     from the newest event id."""

@@ -1,5 +1,6 @@
 """Every write in escrow. Import from here: `from escrow import services`."""
 
+from escrow.services.details import milestone_update_details, project_update_details
 from escrow.services.milestones import (
     FundingBatch,
     milestone_approve,
@@ -32,8 +33,10 @@ __all__ = [
     "milestone_request_inspection",
     "milestone_settle_dispute",
     "milestone_submit",
+    "milestone_update_details",
     "project_cancel",
     "project_create",
     "project_sign",
+    "project_update_details",
     "transition",
 ]

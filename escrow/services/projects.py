@@ -142,9 +142,10 @@ def project_cancel(*, project_id: int, actor: User) -> Project:
             if milestone.status == Milestone.Status.PENDING:
                 milestone.project = project
                 transition(milestone, to=Milestone.Status.CANCELLED, actor=actor)
+        previous = project.status  # read from the locked row: draft or active
         project.status = Project.Status.CANCELLED
         project.save(update_fields=["status", "updated_at"])
-        emit_project("project.status_updated", project, previous_status="draft|active")
+        emit_project("project.status_updated", project, previous_status=previous)
     return project
 
 

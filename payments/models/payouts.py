@@ -28,7 +28,8 @@ class PayoutAccount(models.Model):
 
 
 class Payout(models.Model):
-    """A transfer of a released milestone's payable amount to the contractor.
+    """A transfer of a released milestone's payable amount to the contractor, or (with
+    `retry_of`) of what a failed or reversed payout of the same milestone left owed.
 
     `amount_reversed` is what the gateway took back from the connected account (Stripe's
     `transfer.amount_reversed`, cumulative): it only grows, never past `amount` (database
@@ -56,9 +57,23 @@ class Payout(models.Model):
     REVERSIBLE = frozenset({Status.PAID, Status.PARTIALLY_REVERSED})
     REVERSED_STATUSES = frozenset({Status.PARTIALLY_REVERSED, Status.REVERSED})
 
-    milestone = models.OneToOneField(
-        "escrow.Milestone", on_delete=models.PROTECT, related_name="payout"
+    # Statuses of a payout still on its way: one per milestone at a time (database).
+    ACTIVE = frozenset({Status.PENDING, Status.NEEDS_ACCOUNT})
+    # Statuses that left money owed to the contractor again, which payout_retry pays.
+    RETRYABLE = frozenset({Status.FAILED, *REVERSED_STATUSES})
+
+    # The milestone's first payout (retry_of null) is unique per milestone; a failed or
+    # reversed one is paid again by a new payout pointing at it (payouts.payout_retry).
+    milestone = models.ForeignKey(
+        "escrow.Milestone", on_delete=models.PROTECT, related_name="payouts"
     )
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="retries"
+    )
+    # How much of `retry_of` was owed again when this retry was made (all of a failed one's
+    # amount, a reversed one's cumulative amount_reversed); this payout pays the growth since
+    # the previous retry of it. Unique with retry_of: each owed step is paid once.
+    retry_of_amount_owed = models.BigIntegerField(null=True, blank=True)
     payment = models.ForeignKey(
         Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="payouts"
     )
@@ -86,6 +101,24 @@ class Payout(models.Model):
                 ["pending", "paid", "failed", "needs_account", "partially_reversed", "reversed"],
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
+            models.UniqueConstraint(
+                fields=["milestone"],
+                condition=Q(retry_of__isnull=True),
+                name="payout_first_per_milestone",
+            ),
+            models.UniqueConstraint(
+                fields=["retry_of", "retry_of_amount_owed"], name="payout_retry_once_per_step"
+            ),
+            models.UniqueConstraint(
+                fields=["milestone"],
+                condition=Q(status__in=["pending", "needs_account"]),
+                name="payout_one_active_per_milestone",
+            ),
+            models.CheckConstraint(
+                condition=Q(retry_of__isnull=True, retry_of_amount_owed__isnull=True)
+                | Q(retry_of__isnull=False, retry_of_amount_owed__gt=0),
+                name="payout_retry_has_amount_owed",
+            ),
             models.CheckConstraint(
                 condition=Q(amount_reversed__gte=0, amount_reversed__lte=F("amount")),
                 name="payout_amount_reversed_range",

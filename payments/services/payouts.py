@@ -54,8 +54,9 @@ def _payable_amount(milestone_id: int, contractor_id: int) -> int:
 def payout_start(*, milestone_id: int) -> Payout | None:
     """Start paying the contractor what a released or split milestone owes them.
 
-    Idempotent: one payout per milestone (a unique constraint). Posts payable → in transit
-    and enqueues the transfer after commit. Returns None when nothing is owed."""
+    Idempotent: one first payout per milestone (a unique constraint; what a failed or
+    reversed one leaves owed is paid by `payout_retry`). Posts payable → in transit and
+    enqueues the transfer after commit. Returns None when nothing is owed."""
     milestone = Milestone.objects.select_related("project").filter(pk=milestone_id).first()
     if milestone is None:
         return None
@@ -70,7 +71,7 @@ def payout_start(*, milestone_id: int) -> Payout | None:
     )
     provider = payment.provider if payment else milestone.funded_via or settings.PAYMENT_GATEWAY
     with transaction.atomic(durable=True):
-        existing = Payout.objects.filter(milestone_id=milestone_id).first()
+        existing = Payout.objects.filter(milestone_id=milestone_id, retry_of=None).first()
         if existing is not None:
             return existing
         try:
@@ -85,7 +86,7 @@ def payout_start(*, milestone_id: int) -> Payout | None:
                     transfer_group=transfer_group_for(project.pk),
                 )
         except IntegrityError:
-            return Payout.objects.get(milestone_id=milestone_id)
+            return Payout.objects.get(milestone_id=milestone_id, retry_of=None)
         ledger.post_payout_started(
             payout_reference=str(payout.pk),
             user_id=payout.payee_id,

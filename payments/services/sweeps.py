@@ -78,7 +78,7 @@ def settlements_sweep(*, batch_size: int = 100) -> dict:
     missing_payout = list(
         Milestone.objects.filter(
             status__in=[Milestone.Status.RELEASED, Milestone.Status.SPLIT],
-            payout__isnull=True,
+            payouts__isnull=True,
         )
         .filter(Exists(released))
         .values_list("pk", flat=True)[:batch_size]

@@ -151,21 +151,12 @@ def _process_locked(webhook_event_id: int) -> str | None:
         WebhookEvent.Status.PARKED,
     ):
         return row.status if row else None
-    payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
-    handler = HANDLERS.get(row.type)
     row.attempts += 1
     try:
-        if handler is None:
-            row.status = WebhookEvent.Status.IGNORED
-        else:
-            # No savepoint: handlers raise UnknownObject before they write anything, and
-            # any other error rolls the whole event back to be retried.
-            applied = handler(row.provider, payload["data"]["object"])
-            row.status = (
-                WebhookEvent.Status.PROCESSED
-                if applied is not False
-                else WebhookEvent.Status.IGNORED
-            )
+        # No savepoint: handlers raise UnknownObject before they write anything, and any
+        # other error rolls the whole event back to be retried.
+        applied = apply_event(row)
+        row.status = WebhookEvent.Status.PROCESSED if applied else WebhookEvent.Status.IGNORED
         row.processed_at = timezone.now()
         row.next_attempt_at = None
         row.last_error = ""
@@ -187,18 +178,15 @@ def _process_locked(webhook_event_id: int) -> str | None:
     return row.status
 
 
-def webhook_replay(*, webhook_event_id: int, actor=None) -> str | None:
-    """An operator asks for an event to be processed again (admin action). Effects are
-    idempotent, so replaying a processed event changes nothing that already happened."""
-    updated = WebhookEvent.objects.filter(pk=webhook_event_id).update(
-        status=WebhookEvent.Status.RECEIVED, next_attempt_at=None, last_error=""
-    )
-    if not updated:
-        return None
-    logger.info(
-        "webhook replay", extra={"event": webhook_event_id, "actor": getattr(actor, "pk", None)}
-    )
-    return webhook_process(webhook_event_id=webhook_event_id)
+def apply_event(row: WebhookEvent) -> bool:
+    """Run the event's handler; whether it changed anything. Caller holds the row's lock and
+    the transaction. Raises what the handler raises (UnknownObject, TransferReversalInvalid,
+    ...), and the caller's transaction rolls its writes back."""
+    handler = HANDLERS.get(row.type)
+    if handler is None:
+        return False
+    payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+    return handler(row.provider, payload["data"]["object"]) is not False
 
 
 def webhooks_due(*, now=None, batch_size: int = 200) -> list[int]:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from realtime import webhook_http
 from realtime.exceptions import (
+    WebhookDeliveryFinished,
     WebhookDeliveryNotFound,
     WebhookEndpointDisabled,
     WebhookEndpointNotFound,
@@ -331,4 +332,32 @@ def webhook_delivery_resend(*, endpoint_id: int, delivery_id: int, owner) -> Web
         delivery.enqueued_at = now
         delivery.save(update_fields=["status", "next_attempt_at", "enqueued_at"])
         transaction.on_commit(lambda: _enqueue_attempts([delivery.pk]))
+    return delivery
+
+
+def webhook_delivery_cancel(*, delivery_id: int, actor) -> WebhookDelivery:
+    """An operator gives up on a pending delivery: no further attempt is made (it becomes
+    failed, `last_error` says who cancelled it). Idempotent for a failed delivery; an attempt
+    already in flight still records its outcome. Caller: an operator (the admin's action);
+    anyone else gets WebhookDeliveryNotFound. Raises WebhookDeliveryFinished for a delivery
+    that succeeded. Resend (webhook_delivery_resend) brings a failed one back."""
+    if not actor.is_staff:
+        raise WebhookDeliveryNotFound()
+    with transaction.atomic(durable=True):
+        delivery = (
+            WebhookDelivery.objects.select_for_update(of=("self",)).filter(pk=delivery_id).first()
+        )
+        if delivery is None:
+            raise WebhookDeliveryNotFound()
+        if delivery.status == WebhookDelivery.Status.FAILED:
+            return delivery
+        if delivery.status == WebhookDelivery.Status.SUCCEEDED:
+            raise WebhookDeliveryFinished(f"Delivery {delivery.pk} already succeeded.")
+        delivery.status = WebhookDelivery.Status.FAILED
+        delivery.next_attempt_at = None
+        delivery.last_error = f"cancelled by operator {actor.get_username()}"[:300]
+        delivery.save(update_fields=["status", "next_attempt_at", "last_error"])
+    logger.info(
+        "webhook delivery cancelled", extra={"delivery_id": delivery.pk, "actor_id": actor.pk}
+    )
     return delivery

@@ -55,3 +55,51 @@ def test_a_homeowner_cannot_open_the_admin(client, homeowner):
     client.force_login(homeowner.user)
 
     assert client.get("/admin/payments/payment/").status_code == 302
+
+
+def test_saving_a_payout_account_in_the_admin_sends_the_waiting_payout(
+    admin_client, homeowner, contractor, milestone
+):
+    """The admin's add form goes through payout_account_set outside the admin's own
+    transaction (the service is durable), so a payout waiting for an account is paid."""
+    from unittest import mock
+
+    from payments.models import PayoutAccount
+
+    fund(milestone)
+    with mock.patch.object(sandbox.SandboxGateway, "payout_destination_for", return_value=""):
+        contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+        homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+    payout = Payout.objects.get(milestone=milestone)
+    assert payout.status == "needs_account"
+
+    response = admin_client.post(
+        "/admin/payments/payoutaccount/add/",
+        {"user": contractor.user.pk, "provider": "sandbox", "account_id": "acct_from_admin"},
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account = PayoutAccount.objects.get(user=contractor.user)
+    assert account.account_id == "acct_from_admin"
+    payout.refresh_from_db()
+    assert payout.status == "paid"
+    assert payout.destination == "acct_from_admin"
+
+
+def test_changing_a_payout_account_in_the_admin_keeps_one_row(admin_client, contractor):
+    """An edit changes the account id through the service; user and provider are fixed."""
+    from payments import services
+    from payments.models import PayoutAccount
+
+    account = services.payout_account_set(
+        user=contractor.user, provider="sandbox", account_id="acct_old"
+    )
+
+    response = admin_client.post(
+        f"/admin/payments/payoutaccount/{account.pk}/change/", {"account_id": "acct_new"}
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert list(PayoutAccount.objects.values_list("pk", "provider", "account_id")) == [
+        (account.pk, "sandbox", "acct_new")
+    ]

@@ -185,11 +185,80 @@ def test_replay_from_the_admin_changes_nothing_that_happened(anonymous, mileston
     row = WebhookEvent.objects.filter(type="payment_intent.succeeded").get()
     events_before = Event.objects.count()
 
-    status = services.webhook_replay(webhook_event_id=row.pk, actor=operator.user)
+    result = services.webhook_replay(webhook_event_id=row.pk, actor=operator.user)
 
-    assert status == "ignored"  # nothing left to do: the payment is already completed
+    # It was ignored the first time (the 3-D Secure answer had completed the payment) and
+    # stays so: nothing left to do.
+    assert (result.status, result.changed) == ("ignored", False)
     assert Event.objects.count() == events_before
     assert JournalEntry.objects.filter(reference=f"fund:{payment.pk}").count() == 1
+
+
+def test_replaying_a_processed_event_keeps_it_processed_and_says_it_changed_nothing(
+    milestone, operator
+):
+    """The effects were applied the first time; the replay runs the handler again (it is
+    idempotent), and the row does not fall back to ignored."""
+    payment = fund(milestone, "pm_card_authenticationRequired")
+    sandbox.flush()
+    row = WebhookEvent.objects.get(status="processed")
+    events_before = Event.objects.count()
+    entries_before = JournalEntry.objects.count()
+
+    result = services.webhook_replay(webhook_event_id=row.pk, actor=operator.user)
+
+    assert (result.status, result.changed, result.error) == ("processed", False, "")
+    assert "changed nothing" in str(result)
+    row.refresh_from_db()
+    assert (row.status, row.last_error) == ("processed", "")
+    assert Event.objects.count() == events_before
+    assert JournalEntry.objects.count() == entries_before
+    payment.refresh_from_db()
+    assert payment.status == "completed"
+
+
+def test_a_replay_that_fails_now_leaves_an_applied_event_processed(milestone, operator):
+    """Whatever the handler raises on a replay (here: its object cannot be found any more),
+    the effects applied the first time stand: the row is not parked, and the result says
+    why the replay changed nothing."""
+    from unittest import mock
+
+    from payments.exceptions import UnknownObject
+    from payments.services import webhooks as webhook_services
+
+    fund(milestone, "pm_card_authenticationRequired")
+    sandbox.flush()
+    row = WebhookEvent.objects.get(status="processed")
+    events_before = Event.objects.count()
+
+    def lost(provider, obj):
+        raise UnknownObject("no payment for payment_intent pi_x")
+
+    with mock.patch.dict(webhook_services.HANDLERS, {row.type: lost}):
+        result = services.webhook_replay(webhook_event_id=row.pk, actor=operator.user)
+
+    assert (result.status, result.changed) == ("processed", False)
+    assert "no payment for payment_intent" in result.error
+    row.refresh_from_db()
+    assert row.status == "processed"
+    assert row.next_attempt_at is None
+    assert row.last_error.startswith("replay: UnknownObject")
+    assert Event.objects.count() == events_before
+
+
+def test_replaying_a_parked_event_processes_it_as_new(milestone, operator):
+    payment = fund(milestone, "pm_card_authenticationRequired")
+    sandbox.flush()
+    row = WebhookEvent.objects.get(status="processed")
+    WebhookEvent.objects.filter(pk=row.pk).update(status="parked", last_error="earlier")
+
+    result = services.webhook_replay(webhook_event_id=row.pk, actor=operator.user)
+
+    assert result.status == "ignored"  # the payment had moved on: nothing to apply
+    row.refresh_from_db()
+    assert (row.status, row.last_error) == ("ignored", "")
+    payment.refresh_from_db()
+    assert payment.status == "completed"
 
 
 def test_admin_replay_action(client, operator, milestone):
