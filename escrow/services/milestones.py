@@ -454,6 +454,8 @@ def milestone_settle_dispute(
         else:
             to = Status.SPLIT
         _settle(milestone, release_amount=release_amount, to=to, actor=actor, leaving_dispute=True)
+        milestone.frozen_from = ""
+        milestone.save(update_fields=["frozen_from"])
     return milestone
 
 
