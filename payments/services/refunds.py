@@ -149,7 +149,20 @@ def milestone_refund_start(*, milestone_id: int) -> Refund | None:
         existing = Refund.objects.filter(milestone_id=milestone_id).first()
         if existing is not None:
             return existing
-        amount = min(amount, payment.amount_refundable - _pending_total(payment))
+        refundable = payment.amount_refundable - _pending_total(payment)
+        if amount > refundable:
+            # Escrow's settlement leaves pending refunds' holds out, so this means the payment
+            # and the ledger disagree: refund no more than the gateway holds, and say so.
+            logger.error(
+                "milestone refund larger than what is left of its payment",
+                extra={
+                    "milestone_id": milestone_id,
+                    "payment_id": payment.pk,
+                    "settlement_refund": amount,
+                    "refundable": refundable,
+                },
+            )
+            amount = refundable
         if amount <= 0:
             return None
         try:
