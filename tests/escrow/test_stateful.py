@@ -277,7 +277,17 @@ class EscrowMachine(RuleBasedStateMachine):
     def refund_requested(self, pick, share):
         """An operator's refund of `share` thousandths of what is not yet promised (at least
         1): its hold is taken now, the gateway answers later (refund_answered)."""
-        milestone = self.milestone(pick)
+        # Among the milestones that ever held money (the others are refused before any of
+        # this is reached), so sequences with holds are common.
+        funded = list(
+            Milestone.objects.filter(pk__in=self.milestone_ids)
+            .exclude(status__in=[Status.PENDING, Status.FUNDING, Status.CANCELLED])
+            .select_related("project")
+            .order_by("pk")
+        )
+        if not funded:
+            return
+        milestone = funded[pick % len(funded)]
         amount = max(1, milestone.held_amount * share // 1_000)
         reference = f"hold-{uuid.uuid4().hex[:12]}"
 
