@@ -130,6 +130,17 @@ def escrow_spec(milestone: Milestone) -> AccountSpec:
     )
 
 
+def hold_spec(milestone: Milestone, reference: str) -> AccountSpec:
+    """The account holding what a pending refund of this milestone promised (restricted, so
+    it can never give out more than was put in)."""
+    return AccountSpec(
+        f"hold:refund:{reference}",
+        Kind.HOLD,
+        milestone.project.currency,
+        milestone_id=milestone.pk,
+    )
+
+
 def payable_spec(user_id: int, currency: str) -> AccountSpec:
     return AccountSpec(f"payable:user:{user_id}", Kind.PAYABLE, currency, user_id=user_id)
 
@@ -625,6 +636,18 @@ def project_escrow_balances(project_ids) -> dict[int, int]:
         .annotate(total=Sum("balance"))
     )
     totals.update({project_id: total or 0 for project_id, total in rows})
+    return totals
+
+
+def refund_holds_of(milestone_ids) -> dict[int, int]:
+    """What the hold accounts of these milestones hold, by milestone id (pending refunds)."""
+    totals = dict.fromkeys(milestone_ids, 0)
+    rows = (
+        LedgerAccount.objects.filter(kind=Kind.HOLD, milestone_id__in=totals)
+        .values_list("milestone_id")
+        .annotate(total=Sum("balance"))
+    )
+    totals.update({milestone_id: total or 0 for milestone_id, total in rows})
     return totals
 
 

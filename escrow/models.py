@@ -88,15 +88,27 @@ class Milestone(models.Model):
         },
         Status.INSPECTION: {Status.APPROVED, Status.DISPUTED},
         Status.APPROVED: {Status.RELEASED},
-        Status.DISPUTED: {Status.RELEASED, Status.REFUNDED, Status.SPLIT},
+        # Left only through milestone_settle_dispute (released, refunded, split) or
+        # milestone_unfreeze (back to the status recorded in frozen_from); transition() refuses
+        # every other way out of a freeze.
+        Status.DISPUTED: {
+            Status.RELEASED,
+            Status.REFUNDED,
+            Status.SPLIT,
+            Status.FUNDED,
+            Status.SUBMITTED,
+            Status.INSPECTION,
+        },
         Status.RELEASED: set(),
         Status.REFUNDED: set(),
         Status.SPLIT: set(),
         Status.CANCELLED: set(),
     }
     TERMINAL = frozenset({Status.RELEASED, Status.REFUNDED, Status.SPLIT, Status.CANCELLED})
-    # States in which the milestone's escrow account holds its full amount.
+    # States in which the milestone's escrow account holds its held_amount.
     HOLDING = frozenset({Status.FUNDED, Status.SUBMITTED, Status.INSPECTION, Status.DISPUTED})
+    # The states a freeze may start from, and so the ones an unfreeze may go back to.
+    FREEZABLE = frozenset({Status.FUNDED, Status.SUBMITTED, Status.INSPECTION})
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="milestones")
     title = models.CharField(max_length=200)
@@ -107,6 +119,12 @@ class Milestone(models.Model):
     # Given back from escrow by partial refunds before settlement; escrow then holds
     # amount − partial_refunds, and a release or settlement moves only that.
     partial_refunds = models.BigIntegerField(default=0)
+    # Promised to refunds the gateway has not confirmed yet: moved from escrow to their
+    # hold:refund:<reference> accounts when each refund is created (escrow/services/holds.py),
+    # so a release or settlement moves only held_amount, which leaves them out.
+    refund_holds = models.BigIntegerField(default=0)
+    # The status a freeze interrupted (blank when not frozen): an unfreeze goes back to it.
+    frozen_from = models.CharField(max_length=16, blank=True)
     funded_via = models.CharField(max_length=32, blank=True)
     funding_reference = models.CharField(max_length=100, blank=True)
     funded_at = models.DateTimeField(null=True, blank=True)
@@ -128,6 +146,11 @@ class Milestone(models.Model):
             models.CheckConstraint(
                 condition=Q(partial_refunds__gte=0) & Q(partial_refunds__lte=models.F("amount")),
                 name="milestone_partial_refunds_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(refund_holds__gte=0)
+                & Q(refund_holds__lte=models.F("amount") - models.F("partial_refunds")),
+                name="milestone_refund_holds_range",
             ),
             models.CheckConstraint(
                 condition=Q(
@@ -165,8 +188,9 @@ class Milestone(models.Model):
 
     @property
     def held_amount(self) -> int:
-        """What escrow holds for this milestone while it is funded (see HOLDING)."""
-        return self.amount - self.partial_refunds
+        """What escrow holds for this milestone while it is funded (see HOLDING): its amount
+        less what partial refunds gave back and what pending refunds hold."""
+        return self.amount - self.partial_refunds - self.refund_holds
 
 
 class LedgerAccount(models.Model):
@@ -188,9 +212,12 @@ class LedgerAccount(models.Model):
         PAYOUT_IN_TRANSIT = "payout_in_transit"  # liability: payout sent, not yet paid
         REVENUE = "revenue"  # platform fees
         EXPENSE = "expense"  # gateway fees
+        # liability: money promised to one pending refund (hold:refund:<reference>), taken
+        # out of its milestone's escrow until the gateway confirms or fails the refund
+        HOLD = "hold"
 
     DEBIT_NORMAL = frozenset({Kind.GATEWAY, Kind.EXPENSE})
-    RESTRICTED = frozenset({Kind.ESCROW, Kind.PAYABLE, Kind.PAYOUT_IN_TRANSIT})
+    RESTRICTED = frozenset({Kind.ESCROW, Kind.PAYABLE, Kind.PAYOUT_IN_TRANSIT, Kind.HOLD})
 
     code = models.CharField(max_length=100)
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -263,6 +290,11 @@ class JournalEntry(models.Model):
         # The gateway took back (part of) a paid transfer: Dr gateway / Cr payable.
         PAYOUT_REVERSED = "payout_reversed"
         GATEWAY_FEE = "gateway_fee"
+        # A pending refund's money moves from escrow to its hold (Dr escrow / Cr hold), and
+        # back when the gateway fails the refund (Dr hold / Cr escrow). A confirmed refund
+        # settles out of the hold as a REFUND (Dr hold / Cr gateway).
+        REFUND_HOLD = "refund_hold"
+        REFUND_HOLD_RETURNED = "refund_hold_returned"
         ADJUSTMENT = "adjustment"
 
     # Unique through Meta.constraints rather than unique=True, which on PostgreSQL also builds

@@ -53,6 +53,14 @@ def milestone_is_visible_to(*, user, milestone_id) -> bool:
     return Milestone.objects.filter(pk=milestone_id, project__in=_visible_projects(user)).exists()
 
 
+def refund_holds_by_reference() -> dict[str, int]:
+    """What each pending refund's hold account holds, by the refund's escrow reference (the
+    <reference> of hold:refund:<reference>), for payments' checks in check_ledger."""
+    prefix = "hold:refund:"
+    rows = LedgerAccount.objects.filter(kind=LedgerAccount.Kind.HOLD).values_list("code", "balance")
+    return {code[len(prefix) :]: balance for code, balance in rows if code.startswith(prefix)}
+
+
 def escrow_balances_by_milestone(milestone_ids) -> dict[int, int]:
     rows = LedgerAccount.objects.filter(
         kind=LedgerAccount.Kind.ESCROW, milestone_id__in=list(milestone_ids)
@@ -115,9 +123,11 @@ def project_utilization(*, project: Project) -> Utilization:
 
 
 def balances_for_user(*, user) -> dict[str, dict[str, int]]:
-    """Per currency: escrow_held (in escrow on the user's projects), pending (funding in
-    progress), payable (owed to the user, not yet paid out) and paid_out (sent to the user and
-    kept: a transfer the gateway reversed is owed, in payable, again, not paid out)."""
+    """Per currency: escrow_held (in escrow on the user's projects, for their milestones),
+    pending (funding in progress, and refunds the gateway has not confirmed yet: their money
+    has left the milestones' escrow for its hold), payable (owed to the user, not yet paid
+    out) and paid_out (sent to the user and kept: a transfer the gateway reversed is owed,
+    in payable, again, not paid out)."""
     empty = {"escrow_held": 0, "pending": 0, "payable": 0, "paid_out": 0}
     result: dict[str, dict[str, int]] = defaultdict(lambda: dict(empty))
     projects = Project.objects.filter(Q(homeowner=user) | Q(contractor=user))
@@ -137,6 +147,13 @@ def balances_for_user(*, user) -> dict[str, dict[str, int]]:
     )
     for row in pending:
         result[row["project__currency"]]["pending"] += row["total"] or 0
+    refunding = (
+        LedgerAccount.objects.filter(kind=LedgerAccount.Kind.HOLD, milestone__project__in=projects)
+        .values("currency")
+        .annotate(total=Sum("balance"))
+    )
+    for row in refunding:
+        result[row["currency"]]["pending"] += row["total"] or 0
     for account in LedgerAccount.objects.filter(kind=LedgerAccount.Kind.PAYABLE, user=user):
         result[account.currency]["payable"] += account.balance
     paid = (

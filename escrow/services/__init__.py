@@ -1,6 +1,11 @@
 """Every write in escrow. Import from here: `from escrow import services`."""
 
 from escrow.services.details import milestone_update_details, project_update_details
+from escrow.services.holds import (
+    milestone_refund_hold,
+    milestone_refund_hold_return,
+    milestone_refund_partial,
+)
 from escrow.services.milestones import (
     FundingBatch,
     milestone_approve,
@@ -11,10 +16,11 @@ from escrow.services.milestones import (
     milestone_funded,
     milestone_funding_failed,
     milestone_refund,
-    milestone_refund_partial,
+    milestone_refund_locked,
     milestone_request_inspection,
     milestone_settle_dispute,
     milestone_submit,
+    milestone_unfreeze,
     transition,
 )
 from escrow.services.projects import project_cancel, project_create, project_sign
@@ -29,10 +35,14 @@ __all__ = [
     "milestone_funded",
     "milestone_funding_failed",
     "milestone_refund",
+    "milestone_refund_hold",
+    "milestone_refund_hold_return",
+    "milestone_refund_locked",
     "milestone_refund_partial",
     "milestone_request_inspection",
     "milestone_settle_dispute",
     "milestone_submit",
+    "milestone_unfreeze",
     "milestone_update_details",
     "project_cancel",
     "project_create",

@@ -18,6 +18,7 @@ from escrow.exceptions import (
     FundingMismatch,
     IllegalTransition,
     InsufficientFunds,
+    InvalidInput,
     NotAllowed,
     ProjectNotActive,
 )
@@ -43,10 +44,22 @@ _TIMESTAMPS = {
 }
 
 
-def transition(milestone: Milestone, *, to: str, actor: User | None) -> str:
+def transition(
+    milestone: Milestone, *, to: str, actor: User | None, leaving_dispute: bool = False
+) -> str:
     """Move a locked milestone to `to` if the table allows it; emit milestone.status_updated.
-    Caller holds the milestone's lock. Returns the previous status."""
+    Caller holds the milestone's lock. Returns the previous status.
+
+    A frozen (disputed) milestone is left only by milestone_settle_dispute and
+    milestone_unfreeze, which say so with `leaving_dispute`; every other way out of a freeze
+    (a refund, an approval) is refused here, whatever the table allows."""
     previous = milestone.status
+    if previous == Status.DISPUTED and not leaving_dispute:
+        raise IllegalTransition(
+            obj_name=f"Milestone {milestone.pk}",
+            current=previous,
+            target=f"{to} (its escrow is frozen until the dispute is settled)",
+        )
     if to not in Milestone.TRANSITIONS[previous]:
         raise IllegalTransition(obj_name=f"Milestone {milestone.pk}", current=previous, target=to)
     milestone.status = to
@@ -322,16 +335,25 @@ def milestone_refund(*, milestone_id: int, actor: User) -> Milestone:
     """
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
-        _require(actor, milestone, "homeowner", "operator")
-        if _already(milestone, Status.REFUNDED):
-            return milestone
-        if not actor.is_staff and milestone.status != Status.FUNDED:
-            raise IllegalTransition(
-                obj_name=f"Milestone {milestone.pk}",
-                current=milestone.status,
-                target=f"{Status.REFUNDED} (by the homeowner, only before submission)",
-            )
-        _settle(milestone, release_amount=0, to=Status.REFUNDED, actor=actor)
+        return milestone_refund_locked(milestone, actor=actor)
+
+
+def milestone_refund_locked(milestone: Milestone, *, actor: User) -> Milestone:
+    """milestone_refund's action on a milestone whose lock the caller holds (payments, when an
+    operator's refund of a whole payment is this refund). Refunds what escrow holds beyond
+    what pending refunds already hold (their holds are theirs); refuses a frozen milestone
+    (transition) and one whose escrow pending refunds hold entirely (InsufficientFunds)."""
+    assert transaction.get_connection().in_atomic_block, "the caller holds the milestone's lock"
+    _require(actor, milestone, "homeowner", "operator")
+    if _already(milestone, Status.REFUNDED):
+        return milestone
+    if not actor.is_staff and milestone.status != Status.FUNDED:
+        raise IllegalTransition(
+            obj_name=f"Milestone {milestone.pk}",
+            current=milestone.status,
+            target=f"{Status.REFUNDED} (by the homeowner, only before submission)",
+        )
+    _settle(milestone, release_amount=0, to=Status.REFUNDED, actor=actor)
     return milestone
 
 
@@ -351,64 +373,44 @@ def milestone_freeze(*, milestone_id: int, reason: str, actor: User | None = Non
     """Hold the escrow while a dispute runs: funded|submitted|inspection → disputed.
 
     Callers: payments (a gateway charge dispute) and disputes. Joins the caller's transaction
-    if there is one. Idempotent. Raises MilestoneNotFound, IllegalTransition.
+    if there is one. Idempotent. Raises MilestoneNotFound, IllegalTransition. Records the
+    status it interrupted (`frozen_from`) for milestone_unfreeze.
     """
     with transaction.atomic():
         milestone = milestone_for_update(milestone_id=milestone_id)
         if not _already(milestone, Status.DISPUTED):
-            transition(milestone, to=Status.DISPUTED, actor=actor)
+            previous = transition(milestone, to=Status.DISPUTED, actor=actor)
+            milestone.frozen_from = previous
+            milestone.save(update_fields=["frozen_from"])
             emit_milestone("milestone.frozen", milestone, reason=reason[:200])
     return milestone
 
 
-def milestone_refund_partial(
-    *, milestone_id: int, amount: int, reference: str, provider: str
-) -> Milestone:
-    """A gateway refund of part of the funding succeeded: take it out of escrow.
+def milestone_unfreeze(*, milestone_id: int, reason: str, actor: User | None = None) -> Milestone:
+    """Lift a freeze that ended in the merchant's favour (a chargeback won or closed, later a
+    withdrawn dispute): disputed → the status it had before the freeze (a milestone back in
+    `submitted` gets a new review window).
 
-    Caller: payments, inside its transaction, when an operator's partial refund is confirmed
-    by the gateway (the gateway call already happened, so no hook fires). Posts
-    "refund:<reference>" Dr escrow / Cr gateway:<provider>; escrow then holds
-    amount − partial_refunds, which is what a later release or settlement moves. Refunding all
-    that is left makes the milestone refunded. Idempotent on `reference`.
-    Raises IllegalTransition (the milestone holds nothing) and InsufficientFunds (more than
-    it holds).
+    Callers: payments (charge.dispute.closed) and disputes. Joins the caller's transaction if
+    there is one. Idempotent: a milestone that is not frozen is returned unchanged. Raises
+    MilestoneNotFound. Emits milestone.status_updated and milestone.unfrozen.
     """
-    milestone = milestone_for_update(milestone_id=milestone_id)
-    if milestone.status not in Milestone.HOLDING:
-        raise IllegalTransition(
-            obj_name=f"Milestone {milestone.pk}", current=milestone.status, target="refunded"
+    with transaction.atomic():
+        milestone = milestone_for_update(milestone_id=milestone_id)
+        if milestone.status != Status.DISPUTED:
+            return milestone
+        # Frozen before frozen_from was recorded: the furthest state its timestamps show.
+        back_to = milestone.frozen_from or (
+            Status.SUBMITTED if milestone.submitted_at else Status.FUNDED
         )
-    held = milestone.held_amount
-    if type(amount) is not int or not 0 < amount <= held:
-        raise InsufficientFunds(f"Milestone {milestone.pk} holds {held}; cannot refund {amount}.")
-    if amount == held and Status.REFUNDED not in Milestone.TRANSITIONS[milestone.status]:
-        raise IllegalTransition(
-            obj_name=f"Milestone {milestone.pk}", current=milestone.status, target="refunded"
-        )
-    currency = milestone.project.currency
-    previous_balance = project_escrow_balance(milestone.project_id)
-    escrow, gateway = ledger.escrow_spec(milestone), ledger.gateway_spec(provider, currency)
-    posted = ledger.post_entry(
-        reference=f"refund:{reference}",
-        kind=JournalEntry.Kind.REFUND,
-        currency=currency,
-        legs=[ledger.debit(escrow, amount), ledger.credit(gateway, amount)],
-        milestone=milestone,
-        party_id=milestone.project.homeowner_id,
-        memo=f"partial refund {reference}",
-    )
-    if not posted.created:
-        return milestone
-    milestone.partial_refunds += amount
-    milestone.save(update_fields=["partial_refunds", "updated_at"])
-    if milestone.held_amount == 0:
-        transition(milestone, to=Status.REFUNDED, actor=None)
-        complete_if_settled(milestone.project)
-    emit_milestone("milestone.refunded", milestone, refunded_amount=amount, partial=True)
-    emit_balance_changed(
-        milestone, previous_project_balance=previous_balance, reason="partial_refund"
-    )
+        if back_to not in Milestone.FREEZABLE:
+            raise IllegalTransition(
+                obj_name=f"Milestone {milestone.pk}", current=milestone.status, target=back_to
+            )
+        transition(milestone, to=back_to, actor=actor, leaving_dispute=True)
+        milestone.frozen_from = ""
+        milestone.save(update_fields=["frozen_from"])
+        emit_milestone("milestone.unfrozen", milestone, reason=reason[:200])
     return milestone
 
 
@@ -417,30 +419,63 @@ def milestone_settle_dispute(
 ) -> Milestone:
     """Resolve a disputed milestone: release all (released), nothing (refunded) or part
     (split) of its escrow to the contractor; the fee applies to the released part only.
+    What escrow holds excludes what pending refunds hold (their money is promised).
 
     Caller: disputes (or an operator). Joins the caller's transaction if any. Idempotent once
-    settled. Raises IllegalTransition, InsufficientFunds (more than held).
+    settled (released, refunded or split: returned unchanged). Raises InvalidInput
+    (release_amount is not a non-negative integer), IllegalTransition (the milestone is not
+    disputed) and InsufficientFunds (more than escrow holds); nothing changes then.
     """
+    if type(release_amount) is not int or release_amount < 0:
+        raise InvalidInput(
+            "release_amount must be a non-negative integer of minor units.",
+            field="release_amount",
+        )
     with transaction.atomic():
         milestone = milestone_for_update(milestone_id=milestone_id)
         if milestone.status in (Status.RELEASED, Status.REFUNDED, Status.SPLIT):
             return milestone
+        if milestone.status != Status.DISPUTED:
+            raise IllegalTransition(
+                obj_name=f"Milestone {milestone.pk}",
+                current=milestone.status,
+                target="settled (only a disputed milestone is settled through its dispute)",
+            )
         held = milestone.held_amount
-        if type(release_amount) is not int or not 0 <= release_amount <= held:
-            raise FundingMismatch(f"release_amount must be between 0 and {held}.")
+        if release_amount > held:
+            raise InsufficientFunds(
+                f"Milestone {milestone.pk}'s escrow holds {held}; it cannot release "
+                f"{release_amount}."
+            )
         if release_amount == held:
             to = Status.RELEASED
         elif release_amount == 0:
             to = Status.REFUNDED
         else:
             to = Status.SPLIT
-        _settle(milestone, release_amount=release_amount, to=to, actor=actor)
+        _settle(milestone, release_amount=release_amount, to=to, actor=actor, leaving_dispute=True)
+        milestone.frozen_from = ""
+        milestone.save(update_fields=["frozen_from"])
     return milestone
 
 
-def _settle(milestone: Milestone, *, release_amount: int, to: str, actor: User | None) -> None:
+def _settle(
+    milestone: Milestone,
+    *,
+    release_amount: int,
+    to: str,
+    actor: User | None,
+    leaving_dispute: bool = False,
+) -> None:
     """Move the whole escrow out in one entry and fire the after-commit hooks. Caller holds the
-    milestone's lock inside its transaction."""
+    milestone's lock inside its transaction. The escrow is `held_amount`: what pending refunds
+    hold stays in their holds (escrow/services/holds.py). Raises InsufficientFunds when
+    pending refunds hold all of it (there is nothing to settle until they end)."""
+    if milestone.held_amount == 0:
+        raise InsufficientFunds(
+            f"Milestone {milestone.pk}'s escrow is all promised to pending refunds "
+            f"({milestone.refund_holds}); nothing is left to settle until they end."
+        )
     previous_balance = project_escrow_balance(milestone.project_id)
     fee = money.platform_fee(release_amount)
     kind = {
@@ -448,7 +483,7 @@ def _settle(milestone: Milestone, *, release_amount: int, to: str, actor: User |
         Status.REFUNDED: JournalEntry.Kind.REFUND,
         Status.SPLIT: JournalEntry.Kind.SPLIT,
     }[to]
-    transition(milestone, to=to, actor=actor)
+    transition(milestone, to=to, actor=actor, leaving_dispute=leaving_dispute)
     ledger.post_settlement(
         milestone=milestone,
         release_amount=release_amount,
@@ -492,6 +527,8 @@ def milestone_auto_release_due(*, now=None, batch_size: int = 100) -> list[int]:
             milestone = milestone_for_update(milestone_id=milestone_id)
             if milestone.status != Status.SUBMITTED or milestone.review_deadline > now:
                 continue
+            if milestone.held_amount == 0:
+                continue  # all promised to pending refunds; released once they end
             transition(milestone, to=Status.APPROVED, actor=None)
             _settle(milestone, release_amount=milestone.held_amount, to=Status.RELEASED, actor=None)
             released.append(milestone_id)

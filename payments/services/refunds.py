@@ -3,7 +3,9 @@ carries out escrow's milestone refund (or the refunded part of a split).
 
 `amount_refunded` grows only when the gateway confirms, and never past `amount` (a CHECK in
 the database); a new refund is refused while it plus the refunds still pending would exceed
-what is left."""
+what is left. An operator's refund holds its money in the ledger from the moment it is
+created until the gateway confirms or fails it (the refund hold rule:
+escrow/services/holds.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from escrow import ledger
 from escrow import services as escrow_services
-from escrow.exceptions import InsufficientFunds
 from escrow.models import JournalEntry, LedgerAccount, Milestone
 from payments.calls import call_gateway, next_attempt_time
 from payments.exceptions import PaymentNotRefundable, RefundTooLarge
@@ -43,69 +43,81 @@ def refund_key(refund: Refund) -> str:
     return f"refund:{refund.pk}"
 
 
+def escrow_reference(refund: Refund) -> str:
+    """The name escrow knows an operator's refund by: its hold is hold:refund:<this>, its
+    settlement refund:<this> (escrow/services/holds.py)."""
+    return f"payment-refund:{refund.pk}"
+
+
 def payment_refund(*, payment_id: int, amount: int, actor) -> Refund:
     """An operator refunds part or all of a captured payment.
 
-    Takes the amount out of the milestone's escrow (Dr escrow / Cr gateway, posted when the
-    gateway confirms). Raises PaymentNotFound, PaymentNotRefundable (409: nothing captured),
-    RefundTooLarge (400: more than what is left, counting pending refunds) and
-    InsufficientFunds (409: the escrow no longer holds it, e.g. after release). The gateway
-    call runs after commit; payment.refunded is emitted when it succeeds.
+    One transaction, under the locks every refund path takes (project → milestone → payment):
+    the amount is checked against what is left of the payment (counting pending refunds) and
+    reserved in the ledger at once (escrow.services.milestone_refund_hold: Dr escrow / Cr
+    hold), so a release, a milestone refund or another refund that comes next moves only
+    what is not promised. Raises PaymentNotFound, PaymentNotRefundable (409: nothing
+    captured), RefundTooLarge (400: more than what is left, counting pending refunds),
+    InsufficientFunds (409: escrow no longer holds it beyond other pending refunds, e.g.
+    after release) and IllegalTransition (409: the milestone is frozen by a dispute, or in
+    inspection and this would refund all of it). Nothing is written then. The gateway call
+    runs after commit; payment.refunded is emitted when it succeeds (the refund then settles
+    out of its hold), and a refund the gateway fails gives its hold back to escrow.
 
-    Refunding everything of a milestone that is funded or submitted is escrow's milestone
-    refund (the milestone becomes refunded, escrow posts the settlement); the gateway refund
-    then carries it out, as for the homeowner's refund."""
+    Refunding everything of a milestone that is funded or submitted, with nothing refunded
+    or pending, is escrow's milestone refund (the milestone becomes refunded, escrow posts
+    the settlement), decided under the same locks; the gateway refund then carries it out,
+    as for the homeowner's refund."""
     if type(amount) is not int or amount <= 0:
         raise RefundTooLarge("The amount must be a positive integer.", code="validation_error")
-    whole = _whole_milestone_refund(payment_id=payment_id, amount=amount)
-    if whole is not None:
-        escrow_services.milestone_refund(milestone_id=whole, actor=actor)
-        refund = milestone_refund_start(milestone_id=whole)
-        if refund is not None:
-            return refund
     with transaction.atomic(durable=True):
         payment = payment_for_update(payment_id=payment_id)
+        milestone = payment.milestone
         if payment.status not in Payment.CAPTURED:
             raise PaymentNotRefundable(f"Payment {payment.pk} is {payment.status}.")
-        left = payment.amount_refundable - _pending_total(payment)
+        pending = _pending_total(payment)
+        left = payment.amount_refundable - pending
         if amount > left:
             raise RefundTooLarge(f"At most {max(left, 0)} can be refunded.")
-        held = ledger.escrow_balance_of(payment.milestone_id)
-        pending_operator = (
-            Refund.objects.filter(
-                payment=payment, status=Refund.Status.PENDING, reason=Refund.Reason.OPERATOR
-            ).aggregate(total=Sum("amount"))["total"]
-            or 0
-        )
-        if amount + pending_operator > held:
-            raise InsufficientFunds(
-                f"The milestone's escrow holds {held}; it cannot refund {amount}."
+        if _is_whole_milestone_refund(payment, milestone, amount=amount, pending=pending):
+            escrow_services.milestone_refund_locked(milestone, actor=actor)
+            refund = Refund.objects.create(
+                payment=payment,
+                amount=amount,
+                currency=payment.currency,
+                reason=Refund.Reason.MILESTONE_REFUNDED,
+                milestone_id=milestone.pk,
+                requested_by=actor,
             )
-        refund = Refund.objects.create(
-            payment=payment,
-            amount=amount,
-            currency=payment.currency,
-            reason=Refund.Reason.OPERATOR,
-            requested_by=actor,
-        )
+        else:
+            refund = Refund.objects.create(
+                payment=payment,
+                amount=amount,
+                currency=payment.currency,
+                reason=Refund.Reason.OPERATOR,
+                requested_by=actor,
+            )
+            escrow_services.milestone_refund_hold(
+                milestone, amount=amount, reference=escrow_reference(refund)
+            )
         transaction.on_commit(lambda: enqueue_refund(refund))
     return refund
 
 
-def _whole_milestone_refund(*, payment_id: int, amount: int) -> int | None:
-    """The milestone id when this refund gives back a funded or submitted milestone's whole
-    escrow from a payment with nothing refunded yet (escrow's refund does it then)."""
-    payment = Payment.objects.filter(pk=payment_id).select_related("milestone").first()
-    if payment is None or payment.status != Status.COMPLETED or payment.amount_refunded:
-        return None
-    if amount != payment.amount or _pending_total(payment):
-        return None
-    milestone = payment.milestone
-    if milestone.status not in (Milestone.Status.FUNDED, Milestone.Status.SUBMITTED):
-        return None
-    if ledger.escrow_balance_of(milestone.pk) != amount:
-        return None
-    return milestone.pk
+def _is_whole_milestone_refund(
+    payment: Payment, milestone: Milestone, *, amount: int, pending: int
+) -> bool:
+    """This refund gives back a funded or submitted milestone's whole escrow from a payment
+    with nothing refunded or pending (escrow's refund does it then). Caller holds the locks."""
+    return (
+        payment.status == Status.COMPLETED
+        and not payment.amount_refunded
+        and not pending
+        and amount == payment.amount
+        and milestone.status in (Milestone.Status.FUNDED, Milestone.Status.SUBMITTED)
+        and not milestone.refund_holds
+        and milestone.held_amount == amount
+    )
 
 
 def milestone_refund_start(*, milestone_id: int) -> Refund | None:
@@ -137,7 +149,20 @@ def milestone_refund_start(*, milestone_id: int) -> Refund | None:
         existing = Refund.objects.filter(milestone_id=milestone_id).first()
         if existing is not None:
             return existing
-        amount = min(amount, payment.amount_refundable - _pending_total(payment))
+        refundable = payment.amount_refundable - _pending_total(payment)
+        if amount > refundable:
+            # Escrow's settlement leaves pending refunds' holds out, so this means the payment
+            # and the ledger disagree: refund no more than the gateway holds, and say so.
+            logger.error(
+                "milestone refund larger than what is left of its payment",
+                extra={
+                    "milestone_id": milestone_id,
+                    "payment_id": payment.pk,
+                    "settlement_refund": amount,
+                    "refundable": refundable,
+                },
+            )
+            amount = refundable
         if amount <= 0:
             return None
         try:
@@ -195,9 +220,7 @@ def refund_apply(*, refund_id: int, result: RefundResult) -> Progress:
     """Record what the gateway says about a refund (the synchronous answer or a webhook).
     Idempotent: a refund already succeeded or failed is left alone."""
     with transaction.atomic():
-        payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
-        payment = payment_for_update(payment_id=payment_id)
-        refund = refund_for_update(refund_id=refund_id)
+        payment, refund = _lock_refund(refund_id)
         if not refund.gateway_refund_id and result.id:
             refund.gateway_refund_id = result.id
             refund.save(update_fields=["gateway_refund_id", "updated_at"])
@@ -219,12 +242,12 @@ def _refund_succeeded(payment: Payment, refund: Refund) -> None:
     payment.amount_refunded += refund.amount
     payment.save(update_fields=["amount_refunded", "updated_at"])
     if refund.reason == Refund.Reason.OPERATOR:
-        # Escrow owns the milestone's money: it posts Dr escrow / Cr gateway and remembers the
-        # partial refund, so a later release moves only what is left.
+        # Escrow owns the milestone's money: it settles the refund out of its hold (Dr hold /
+        # Cr gateway) and counts it as a partial refund.
         escrow_services.milestone_refund_partial(
             milestone_id=payment.milestone_id,
             amount=refund.amount,
-            reference=f"payment-refund:{refund.pk}",
+            reference=escrow_reference(refund),
             provider=payment.provider,
         )
     target = (
@@ -244,7 +267,7 @@ def _defer(refund_id: int, error: GatewayError) -> Progress:
     from django.conf import settings
 
     with transaction.atomic():
-        refund = refund_for_update(refund_id=refund_id)
+        _payment, refund = _lock_refund(refund_id)
         if refund.status != Refund.Status.PENDING:
             return Progress(refund.status)
         attempts = refund.attempt_count + 1
@@ -258,14 +281,26 @@ def _defer(refund_id: int, error: GatewayError) -> Progress:
     return Progress(Refund.Status.PENDING, retry_at)
 
 
+def _lock_refund(refund_id: int) -> tuple[Payment, Refund]:
+    """Lock a refund after its project, milestone and payment (the documented order: a failed
+    refund gives its hold back to the milestone's escrow)."""
+    payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
+    payment = payment_for_update(payment_id=payment_id)
+    return payment, refund_for_update(refund_id=refund_id)
+
+
 def _refund_failed(refund_id: int, *, code: str) -> Progress:
     with transaction.atomic():
-        refund = refund_for_update(refund_id=refund_id)
+        payment, refund = _lock_refund(refund_id)
         if refund.status == Refund.Status.PENDING:
             refund.status = Refund.Status.FAILED
             refund.failure_code = code[:64]
             refund.next_attempt_at = None
             refund.save(update_fields=["status", "failure_code", "next_attempt_at", "updated_at"])
+            if refund.reason == Refund.Reason.OPERATOR:
+                escrow_services.milestone_refund_hold_return(
+                    milestone_id=payment.milestone_id, reference=escrow_reference(refund)
+                )
             emit(
                 "payment.refund_failed",
                 {

@@ -368,6 +368,29 @@ def _on_dispute_created(provider: str, obj: dict) -> bool:
     return True
 
 
+# Stripe's closed disputes that leave the money with the merchant: won, or an inquiry
+# ("warning") closed without becoming a chargeback. A lost one stays frozen for an operator.
+_DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})
+
+
+def _on_dispute_closed(provider: str, obj: dict) -> bool:
+    """The gateway closed a charge dispute: in the merchant's favour the freeze is lifted
+    (the milestone goes back to the status it had before); otherwise operators decide."""
+    payment = _lock_payment(provider, obj)
+    status = str(obj.get("status") or "")
+    if status not in _DISPUTE_CLOSED_IN_OUR_FAVOUR:
+        logger.warning(
+            "charge dispute closed against us; the milestone stays frozen",
+            extra={"payment_id": payment.pk, "dispute_status": status[:32]},
+        )
+        return False
+    milestone = escrow_services.milestone_unfreeze(
+        milestone_id=payment.milestone_id,
+        reason=f"gateway dispute {obj.get('id')} closed: {status}",
+    )
+    return milestone.status != "disputed"
+
+
 HANDLERS = {
     "payment_intent.created": _on_payment_intent,
     "payment_intent.processing": _on_payment_intent,
@@ -384,4 +407,5 @@ HANDLERS = {
     "transfer.updated": _on_transfer,
     "transfer.reversed": _on_transfer,
     "charge.dispute.created": _on_dispute_created,
+    "charge.dispute.closed": _on_dispute_closed,
 }

@@ -498,3 +498,169 @@ def test_a_funding_reference_already_posted_for_another_milestone_is_refused():
 
     assert Milestone.objects.get(pk=second.pk).status == "funding"
     assert ledger.escrow_balance_of(second.pk) == 0
+
+
+# --- Issue 14: refund holds, and a freeze that only a settlement or an unfreeze ends ---------
+
+
+def _hold(milestone, amount, reference):
+    from escrow.locks import milestone_for_update
+
+    with transaction.atomic():
+        locked = milestone_for_update(milestone_id=milestone.pk)
+        services.milestone_refund_hold(locked, amount=amount, reference=reference)
+
+
+def test_a_hold_keeps_its_money_out_of_a_release_and_settles_out_of_the_hold(settings):
+    """A pending refund's hold moves its amount from escrow to hold:refund:<reference>; the
+    release moves only the rest (fee on the rest), and the confirmed refund settles out of
+    the hold, leaving every account at what it should be."""
+    settings.PLATFORM_FEE_PERCENT = "10"
+    milestone = submitted(MilestoneFactory(amount=10_000))
+
+    _hold(milestone, 6_000, "r1")
+    services.milestone_approve(milestone_id=milestone.pk, actor=milestone.project.homeowner)
+    _refund_part(milestone, 6_000, "r1")
+
+    milestone.refresh_from_db()
+    assert (milestone.status, milestone.partial_refunds, milestone.refund_holds) == (
+        "released",
+        6_000,
+        0,
+    )
+    assert balances() == {
+        f"escrow:milestone:{milestone.pk}": 0,
+        "hold:refund:r1": 0,
+        "gateway:sandbox": 4_000,
+        f"payable:user:{milestone.project.contractor_id}": 3_600,
+        "revenue:fees": 400,
+    }
+    assert invariants.violations() == []
+
+
+def test_a_returned_hold_after_a_settlement_stays_in_escrow_for_the_next_refund():
+    """A refund the gateway fails after the milestone was settled gives its hold back to
+    escrow, where check_ledger expects it and a new refund may take it."""
+    milestone = submitted(MilestoneFactory(amount=10_000))
+    _hold(milestone, 6_000, "r1")
+    services.milestone_approve(milestone_id=milestone.pk, actor=milestone.project.homeowner)
+
+    with transaction.atomic():
+        services.milestone_refund_hold_return(milestone_id=milestone.pk, reference="r1")
+
+    assert ledger.escrow_balance_of(milestone.pk) == 6_000
+    assert invariants.violations() == []
+    _hold(Milestone.objects.get(pk=milestone.pk), 6_000, "r2")
+    _refund_part(milestone, 6_000, "r2")
+    assert ledger.escrow_balance_of(milestone.pk) == 0
+    assert invariants.violations() == []
+
+
+def test_a_hold_larger_than_what_is_left_unclaimed_is_refused_and_changes_nothing():
+    from escrow.exceptions import InsufficientFunds
+
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    _hold(milestone, 6_000, "r1")
+    before = balances()
+
+    with pytest.raises(InsufficientFunds):
+        _hold(Milestone.objects.get(pk=milestone.pk), 4_001, "r2")
+
+    assert balances() == before
+    assert Milestone.objects.get(pk=milestone.pk).refund_holds == 6_000
+    assert not JournalEntry.objects.filter(reference="refund-hold:r2").exists()
+
+
+def test_a_milestone_refund_moves_only_what_no_pending_refund_holds():
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    _hold(milestone, 6_000, "r1")
+
+    services.milestone_refund(milestone_id=milestone.pk, actor=milestone.project.homeowner)
+
+    assert JournalEntry.objects.get(reference=f"refund:{milestone.pk}").amount == 4_000
+    assert balances()["hold:refund:r1"] == 6_000
+    assert invariants.violations() == []
+
+
+def test_a_frozen_milestone_cannot_be_refunded_by_an_operator():
+    """Regression (issue 14): milestone_refund skipped the status check for operators and the
+    table allows disputed → refunded, so an operator refunded a frozen milestone."""
+    milestone = submitted(MilestoneFactory(amount=10_000))
+    services.milestone_freeze(milestone_id=milestone.pk, reason="chargeback")
+    before = balances()
+
+    with pytest.raises(IllegalTransition, match="disputed"):
+        services.milestone_refund(milestone_id=milestone.pk, actor=OperatorFactory())
+
+    assert Milestone.objects.get(pk=milestone.pk).status == "disputed"
+    assert balances() == before
+    assert not JournalEntry.objects.filter(kind="refund").exists()
+
+
+def test_a_frozen_milestone_takes_no_refund_hold():
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    services.milestone_freeze(milestone_id=milestone.pk, reason="chargeback")
+
+    with pytest.raises(IllegalTransition):
+        _hold(Milestone.objects.get(pk=milestone.pk), 1_000, "r1")
+
+    assert not JournalEntry.objects.filter(kind="refund_hold").exists()
+
+
+def test_an_unfreeze_goes_back_to_the_status_before_the_freeze():
+    """A chargeback won or closed in the merchant's favour lifts the freeze: the milestone is
+    back where it was (submitted, with a new review window) and can be released."""
+    milestone = submitted(MilestoneFactory(amount=10_000))
+    services.milestone_request_inspection(
+        milestone_id=milestone.pk, actor=milestone.project.homeowner
+    )
+    services.milestone_freeze(milestone_id=milestone.pk, reason="chargeback")
+
+    services.milestone_unfreeze(milestone_id=milestone.pk, reason="chargeback won")
+    services.milestone_unfreeze(milestone_id=milestone.pk, reason="again")  # idempotent
+
+    milestone.refresh_from_db()
+    assert (milestone.status, milestone.frozen_from) == ("inspection", "")
+    assert Event.objects.filter(type="milestone.unfrozen").count() == 1
+    services.milestone_approve(milestone_id=milestone.pk, actor=milestone.project.homeowner)
+    assert Milestone.objects.get(pk=milestone.pk).status == "released"
+    assert invariants.violations() == []
+
+
+def test_settling_a_milestone_that_is_not_disputed_is_refused_and_changes_nothing():
+    """Regression (issue 14): release_amount=0 used to refund a merely funded milestone."""
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    before = balances()
+
+    with pytest.raises(IllegalTransition, match="funded"):
+        services.milestone_settle_dispute(milestone_id=milestone.pk, release_amount=0)
+
+    assert Milestone.objects.get(pk=milestone.pk).status == "funded"
+    assert balances() == before
+
+
+@pytest.mark.parametrize(
+    ("release_amount", "error"),
+    [(10_001, "InsufficientFunds"), (-1, "InvalidInput"), ("5", "InvalidInput")],
+)
+def test_settling_a_dispute_raises_what_its_docstring_says(release_amount, error):
+    """Regression (issue 14): more than held raised FundingMismatch, not the documented
+    InsufficientFunds."""
+    from common.errors import InvalidInput
+    from escrow.exceptions import InsufficientFunds
+
+    expected = {"InsufficientFunds": InsufficientFunds, "InvalidInput": InvalidInput}[error]
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    services.milestone_freeze(milestone_id=milestone.pk, reason="chargeback")
+    before = balances()
+
+    with pytest.raises(expected):
+        services.milestone_settle_dispute(milestone_id=milestone.pk, release_amount=release_amount)
+
+    assert Milestone.objects.get(pk=milestone.pk).status == "disputed"
+    assert balances() == before

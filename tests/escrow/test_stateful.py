@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 
 from common.errors import IllegalTransition, NotFound
 from escrow import invariants, ledger, money, services
-from escrow.exceptions import FundingMismatch, NotAllowed, ProjectNotActive
+from escrow.exceptions import FundingMismatch, InsufficientFunds, NotAllowed, ProjectNotActive
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting, Project
 from realtime.models import Event
 from tests.factories import ContractorFactory, HomeownerFactory, OperatorFactory
@@ -52,7 +52,14 @@ Kind = LedgerAccount.Kind
 # Refusals a caller can get in normal use. NotAllowed and the *NotFound errors subclass
 # NotFound. InsufficientFunds is deliberately absent: the services must never attempt an
 # overdraft, so meeting one is a bug.
-EXPECTED = (IllegalTransition, NotAllowed, NotFound, ProjectNotActive, FundingMismatch)
+EXPECTED = (
+    IllegalTransition,
+    NotAllowed,
+    NotFound,
+    ProjectNotActive,
+    FundingMismatch,
+    InsufficientFunds,
+)
 CURRENCIES = ["usd", "jpy", "kwd"]  # two, zero and three decimals
 PICK = st.integers(min_value=0, max_value=10_000)
 DICE = st.integers(min_value=0, max_value=3)
@@ -78,6 +85,7 @@ class EscrowMachine(RuleBasedStateMachine):
         self.payments: list[tuple[int, str]] = []  # (milestone id, funding reference)
         self.payment_count = 0
         self.statuses: dict[int, str] = {}
+        self.holds: list[tuple[int, str, int]] = []  # pending refunds: (milestone, ref, amount)
         self.last_event_id = Event.objects.aggregate(last=Max("id"))["last"] or 0
         self.last_entry_id = JournalEntry.objects.aggregate(last=Max("id"))["last"] or 0
 
@@ -265,6 +273,53 @@ class EscrowMachine(RuleBasedStateMachine):
         )
         assert result is None or result.status == Status.REFUNDED
 
+    @rule(pick=PICK, share=st.integers(0, 1_000))
+    def refund_requested(self, pick, share):
+        """An operator's refund of `share` thousandths of what is not yet promised (at least
+        1): its hold is taken now, the gateway answers later (refund_answered)."""
+        # Among the milestones that ever held money (the others are refused before any of
+        # this is reached), so sequences with holds are common.
+        funded = list(
+            Milestone.objects.filter(pk__in=self.milestone_ids)
+            .exclude(status__in=[Status.PENDING, Status.FUNDING, Status.CANCELLED])
+            .select_related("project")
+            .order_by("pk")
+        )
+        if not funded:
+            return
+        milestone = funded[pick % len(funded)]
+        amount = max(1, milestone.held_amount * share // 1_000)
+        reference = f"hold-{uuid.uuid4().hex[:12]}"
+
+        def hold(**kwargs):
+            from escrow.locks import milestone_for_update
+
+            with transaction.atomic():
+                locked = milestone_for_update(milestone_id=milestone.pk)
+                services.milestone_refund_hold(locked, amount=amount, reference=reference)
+            return True
+
+        if self.attempt(hold):
+            self.holds.append((milestone.pk, reference, amount))
+
+    @rule(pick=PICK, succeeded=st.booleans())
+    def refund_answered(self, pick, succeeded):
+        """The gateway confirms or fails a pending refund: whatever the milestone went through
+        meanwhile, it settles out of its hold or goes back to escrow, and never refuses."""
+        if not self.holds:
+            return
+        milestone_id, reference, amount = self.holds.pop(pick % len(self.holds))
+        provider = Milestone.objects.get(pk=milestone_id).funded_via
+        with transaction.atomic():
+            if succeeded:
+                services.milestone_refund_partial(
+                    milestone_id=milestone_id, amount=amount, reference=reference, provider=provider
+                )
+            else:
+                services.milestone_refund_hold_return(
+                    milestone_id=milestone_id, reference=reference
+                )
+
     @rule(pick=PICK, who=st.sampled_from(["homeowner", "operator", "contractor"]))
     def cancel(self, pick, who):
         milestone = self.milestone(pick)
@@ -364,6 +419,7 @@ class EscrowMachine(RuleBasedStateMachine):
                 by_kind[Kind.ESCROW]
                 + by_kind[Kind.PAYABLE]
                 + by_kind[Kind.PAYOUT_IN_TRANSIT]
+                + by_kind[Kind.HOLD]
                 + by_kind[Kind.REVENUE]
             )
             assert assets == owed, (currency, dict(by_kind))
@@ -375,13 +431,16 @@ class EscrowMachine(RuleBasedStateMachine):
             kind__in=[JournalEntry.Kind.RELEASE, JournalEntry.Kind.SPLIT, JournalEntry.Kind.REFUND],
         ).select_related("milestone")
         for entry in settlements:
+            if entry.reference != f"{entry.kind}:{entry.milestone_id}":
+                continue  # a partial refund settling out of its hold, not a settlement
             legs = defaultdict(int)
             for kind, amount in entry.postings.values_list("account__kind", "amount"):
                 legs[kind] += amount
             held = legs[Kind.ESCROW]
             payout, fee, refunded = -legs[Kind.PAYABLE], -legs[Kind.REVENUE], -legs[Kind.GATEWAY]
             released = payout + fee
-            assert held == entry.milestone.amount
+            # All that was not given back by partial refunds or promised to pending ones.
+            assert 0 < held <= entry.milestone.amount
             assert fee == money.platform_fee(released)
             assert released + refunded == held
             if released:

@@ -42,6 +42,10 @@ def test_the_table_is_the_architectures_state_machine():
         ("disputed", "released"),
         ("disputed", "refunded"),
         ("disputed", "split"),
+        # Lifting a freeze (milestone_unfreeze) goes back to the status before it.
+        ("disputed", "funded"),
+        ("disputed", "submitted"),
+        ("disputed", "inspection"),
     }
 
 
@@ -50,7 +54,9 @@ def test_every_allowed_transition_is_made_and_emits_status_updated(current, targ
     milestone = MilestoneFactory(status=current)
 
     with transaction.atomic():
-        previous = transition(milestone, to=target, actor=None)
+        previous = transition(
+            milestone, to=target, actor=None, leaving_dispute=current == Status.DISPUTED
+        )
 
     assert previous == current
     assert Milestone.objects.get(pk=milestone.pk).status == target
@@ -67,6 +73,21 @@ def test_every_forbidden_transition_is_refused_and_changes_nothing(current, targ
 
     assert current in error.value.message
     assert Milestone.objects.get(pk=milestone.pk).status == current
+    assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize("target", sorted(Milestone.TRANSITIONS[Status.DISPUTED]))
+def test_a_frozen_milestone_is_left_only_by_settling_its_dispute_or_unfreezing(target):
+    """Regression (issue 14): the table allows disputed → refunded, and an operator's refund
+    took that way out of a freeze. Only milestone_settle_dispute and milestone_unfreeze
+    (which pass leaving_dispute) may leave `disputed`."""
+    milestone = MilestoneFactory(status=Status.DISPUTED)
+
+    with pytest.raises(IllegalTransition, match="frozen") as error, transaction.atomic():
+        transition(milestone, to=target, actor=None)
+
+    assert "disputed" in error.value.message
+    assert Milestone.objects.get(pk=milestone.pk).status == Status.DISPUTED
     assert not Event.objects.exists()
 
 

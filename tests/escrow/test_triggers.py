@@ -12,7 +12,7 @@ from django.db.models import F
 
 from escrow import ledger
 from escrow.exceptions import InsufficientFunds
-from escrow.models import JournalEntry, LedgerAccount, Posting
+from escrow.models import JournalEntry, LedgerAccount, Milestone, Posting
 from tests.conftest import requires_postgres
 from tests.escrow.factories import MilestoneFactory, fund
 from tests.factories import ContractorFactory
@@ -273,6 +273,9 @@ def test_a_restricted_balance_can_never_be_negative(funded_entry, kind):
         LedgerAccount.Kind.ESCROW: lambda: LedgerAccount.objects.get(kind="escrow"),
         LedgerAccount.Kind.PAYABLE: lambda: ledger.payable_account(ContractorFactory().pk, "usd"),
         LedgerAccount.Kind.PAYOUT_IN_TRANSIT: lambda: ledger.in_transit_account("usd"),
+        LedgerAccount.Kind.HOLD: lambda: ledger.accounts(
+            ledger.hold_spec(Milestone.objects.get(), "payment-refund:1")
+        )[0],
     }[kind]()
     before = ledger_snapshot()
 

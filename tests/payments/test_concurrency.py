@@ -228,3 +228,79 @@ def test_parallel_reversal_events_in_any_order_post_each_step_once(homeowner, co
     payable = ledger.payable_account(payout.payee_id, "usd")
     assert ledger.balance(payable) == payout.amount
     assert funding_violations() == []
+
+
+def _client(party):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {party.key}")
+    return client
+
+
+def _race(requests: list) -> list[int]:
+    """Send each (party, path, body) from its own thread, all released at once by a barrier;
+    the status codes in order."""
+    barrier = threading.Barrier(len(requests))
+
+    def send(request):
+        party, path, body = request
+        client = _client(party)
+        barrier.wait(timeout=30)
+        try:
+            return client.post(path, body, format="json").status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
+
+
+@pytest.mark.parametrize("operators", [1, 9])
+def test_operator_refunds_racing_the_homeowners_milestone_refund_refund_the_amount_once(
+    homeowner, contractor, operator, operators
+):
+    """Regression (issue 14): operator refunds (one of 6,000, or nine of 1,000) sent at the
+    same moment as the homeowner's refund of the 10,000 milestone. Whatever the order, the
+    gateway and the ledger refund 10,000 once, every refund ends succeeded (none pending,
+    no parked webhook), the payment is refunded with amount_refunded 10,000 and one
+    payment.refunded per refund, and check_ledger holds. Both paths take the milestone's lock
+    and size themselves from what escrow holds beyond the pending refunds' holds; before, the
+    milestone refund refunded 10,000 in the ledger while the operator's refund stayed pending
+    for ever (1 run in 6 with two requests, 2 in 3 with ten)."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from payments.models import Refund, SandboxObject
+    from tests.escrow.factories import ProjectFactory
+
+    amount = 6_000 if operators == 1 else 1_000
+    for _ in range(4):
+        # A project of its own each round: a refunded milestone completes its project.
+        project = ProjectFactory(homeowner=homeowner.user, contractor=contractor.user)
+        payment = fund(MilestoneFactory(project=project, amount=10_000))
+        gateway_refunds_before = sum(
+            r.data["amount"] for r in SandboxObject.objects.filter(kind="refund")
+        )
+        requests = [(operator, f"/api/v1/payments/{payment.pk}/refunds", {"amount": amount})]
+        requests = requests * operators
+        requests.append((homeowner, f"/api/v1/milestones/{payment.milestone_id}/refund", {}))
+
+        statuses = _race(requests)
+        sandbox.flush()
+
+        assert statuses[-1] == 200
+        assert set(statuses[:-1]) <= {201, 400, 409}, statuses
+        payment.refresh_from_db()
+        assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+        refunds = Refund.objects.filter(payment=payment)
+        assert set(refunds.values_list("status", flat=True)) == {"succeeded"}
+        assert refunds.filter(reason="operator").count() == statuses.count(201)
+        gateway_refunds = sum(r.data["amount"] for r in SandboxObject.objects.filter(kind="refund"))
+        assert gateway_refunds - gateway_refunds_before == 10_000
+        assert not WebhookEvent.objects.filter(status__in=["parked", "failed"]).exists()
+        refunded = Event.objects.filter(type="payment.refunded", aggregate_id=str(payment.pk))
+        assert refunded.count() == refunds.count()
+        assert Milestone.objects.get(pk=payment.milestone_id).status == "refunded"
+        call_command("check_ledger", stdout=StringIO())  # SystemExit(1) on any violation

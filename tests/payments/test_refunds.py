@@ -188,3 +188,142 @@ def test_after_a_partial_refund_approval_releases_the_rest_and_the_ledger_holds(
     release = JournalEntry.objects.get(reference=f"release:{milestone.pk}")
     assert release.amount == 30_000
     call_command("check_ledger")
+
+
+# --- Issue 14: money promised to a pending refund is held in the ledger -----------------------
+
+
+def pending_refund(operator, payment, amount) -> Refund:
+    """An operator refund the gateway has not confirmed yet (its first call failed with a 5xx,
+    so it waits for its retry)."""
+    sandbox.inject_fault("refund", "server_error")
+    response = refund(operator, payment, amount)
+    assert response.status_code == 201
+    row = Refund.objects.get(pk=response.json()["id"])
+    assert row.status == "pending"
+    return row
+
+
+def check_ledger_clean() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("check_ledger", stdout=out)  # SystemExit(1) on any violation
+
+
+def test_a_pending_operator_refund_then_the_homeowners_milestone_refund_refund_the_amount_once(
+    operator, homeowner, project
+):
+    """Regression (issue 14, the race taken one step at a time): an operator's 6,000 refund is
+    still pending at the gateway when the homeowner refunds the 10,000 milestone. The
+    milestone refund sizes itself from what escrow still holds (4,000), the operator's refund
+    then settles out of its hold, and the payment ends refunded with both refunds
+    succeeded. It used to refund 10,000 in the ledger plus 4,000 at the gateway and leave the
+    6,000 pending forever (IllegalTransition when the gateway confirmed it)."""
+    from payments.models import WebhookEvent
+    from payments.services import refund_process
+    from tests.escrow.factories import MilestoneFactory
+
+    milestone = MilestoneFactory(project=project, amount=10_000)
+    payment = fund(milestone)
+    operator_refund = pending_refund(operator, payment, 6_000)
+
+    response = homeowner.post(f"/api/v1/milestones/{milestone.pk}/refund")
+    refund_process(refund_id=operator_refund.pk)
+    sandbox.flush()
+
+    assert response.status_code == 200 and response.json()["status"] == "refunded"
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+    assert sorted(payment.refunds.values_list("amount", "status")) == [
+        (4_000, "succeeded"),
+        (6_000, "succeeded"),
+    ]
+    assert sum(r.data["amount"] for r in SandboxObject.objects.filter(kind="refund")) == 10_000
+    assert not WebhookEvent.objects.filter(status__in=["parked", "failed", "received"]).exists()
+    refunded = Event.objects.filter(type="payment.refunded", aggregate_id=str(payment.pk))
+    assert refunded.count() == 2
+    assert ledger.escrow_balance_of(milestone.pk) == 0
+    check_ledger_clean()
+
+
+def test_a_release_moves_only_what_is_not_promised_to_a_pending_refund(
+    operator, homeowner, contractor, project
+):
+    """Regression (issue 14): the operator's pending 6,000 refund holds its money when it is
+    created, so approving the 10,000 milestone releases 4,000 and the refund, confirmed
+    afterwards, settles out of its hold. The release used to move the whole 10,000 and the
+    refund was re-queued for ever once the gateway had refunded it."""
+    from payments.services import refund_process
+    from tests.escrow.factories import MilestoneFactory
+
+    milestone = MilestoneFactory(project=project, amount=10_000)
+    payment = fund(milestone)
+    operator_refund = pending_refund(operator, payment, 6_000)
+    assert ledger.escrow_balance_of(milestone.pk) == 4_000
+    assert homeowner.get(f"/api/v1/milestones/{milestone.pk}").json()["escrow_balance"] == 4_000
+    assert homeowner.get("/api/v1/balances").json()["usd"]["pending"] == 6_000
+
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    approved = homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+    refund_process(refund_id=operator_refund.pk)
+
+    assert approved.status_code == 200 and approved.json()["status"] == "released"
+    assert JournalEntry.objects.get(reference=f"release:{milestone.pk}").amount == 4_000
+    operator_refund.refresh_from_db()
+    assert operator_refund.status == "succeeded"
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("partially_refunded", 6_000)
+    assert homeowner.get("/api/v1/balances").json()["usd"]["pending"] == 0
+    check_ledger_clean()
+
+
+def test_a_refund_the_gateway_fails_gives_its_hold_back_to_the_milestone(operator, project):
+    """The hold of a refund the gateway refuses goes back to the milestone's escrow, so a
+    release or another refund can move it again."""
+    from payments.gateways import RefundResult
+    from payments.services.refunds import refund_apply
+    from tests.escrow.factories import MilestoneFactory
+
+    milestone = MilestoneFactory(project=project, amount=10_000)
+    payment = fund(milestone)
+    operator_refund = pending_refund(operator, payment, 6_000)
+
+    refund_apply(
+        refund_id=operator_refund.pk,
+        result=RefundResult(id="re_failed", status="failed", amount=6_000, currency="usd"),
+    )
+
+    operator_refund.refresh_from_db()
+    assert operator_refund.status == "failed"
+    assert ledger.escrow_balance_of(milestone.pk) == 10_000
+    milestone.refresh_from_db()
+    assert (milestone.status, milestone.held_amount) == ("funded", 10_000)
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("completed", 0)
+    check_ledger_clean()
+    assert refund(operator, payment, 10_000).status_code == 201
+
+
+def test_a_full_operator_refund_of_a_milestone_in_inspection_is_refused_before_the_gateway(
+    operator, homeowner, contractor, milestone
+):
+    """Regression (issue 14): a milestone in inspection cannot become refunded (the transition
+    table), so a refund of all it holds is refused with 409 before anything is sent to the
+    gateway. It used to take the partial path, refund at the gateway and stay pending."""
+    payment = fund(milestone)
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    homeowner.post(f"/api/v1/milestones/{milestone.pk}/request-inspection")
+
+    response = refund(operator, payment, payment.amount)
+
+    assert response.status_code == 409
+    assert "inspection" in response.json()["error"]["message"]
+    assert not payment.refunds.exists()
+    assert not SandboxObject.objects.filter(kind="refund").exists()
+    assert ledger.escrow_balance_of(milestone.pk) == payment.amount
+    milestone.refresh_from_db()
+    assert milestone.status == "inspection"
+    check_ledger_clean()

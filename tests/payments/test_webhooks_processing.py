@@ -330,3 +330,56 @@ def test_an_unexpected_error_rolls_the_effect_back_and_parks_the_event(anonymous
     assert row.status == "processed"
     payment.refresh_from_db()
     assert payment.status == "completed"
+
+
+def dispute_closed(payment, status):
+    return event_body(
+        f"evt_dispute_closed_{payment.pk}_{status}",
+        "charge.dispute.closed",
+        {
+            "id": f"dp_{payment.pk}",
+            "object": "dispute",
+            "status": status,
+            "amount": payment.amount,
+            "currency": payment.currency,
+            "charge": "ch_x",
+            "payment_intent": payment.gateway_payment_id,
+            "metadata": {},
+        },
+    )
+
+
+def test_a_chargeback_won_unfreezes_the_milestone_back_to_where_it_was(
+    anonymous, contractor, homeowner, milestone
+):
+    """Regression (issue 14): nothing handled a chargeback that ends in the merchant's
+    favour, so a frozen milestone could never be released. Won: back to submitted, and the
+    homeowner can approve."""
+    payment = fund(milestone)
+    contractor.post(f"/api/v1/milestones/{milestone.pk}/submit")
+    sandbox.take_outbox()
+    sandbox.SandboxGateway().open_dispute(payment_id=payment.gateway_payment_id)
+    sandbox.flush()
+    assert Milestone.objects.get(pk=milestone.pk).status == Milestone.Status.DISPUTED
+
+    deliver(anonymous, dispute_closed(payment, "won"))
+
+    assert Milestone.objects.get(pk=milestone.pk).status == Milestone.Status.SUBMITTED
+    approved = homeowner.post(f"/api/v1/milestones/{milestone.pk}/approve")
+    assert approved.json()["status"] == "released"
+
+
+def test_a_chargeback_lost_leaves_the_milestone_frozen(anonymous, operator, milestone):
+    payment = fund(milestone)
+    sandbox.take_outbox()
+    sandbox.SandboxGateway().open_dispute(payment_id=payment.gateway_payment_id)
+    sandbox.flush()
+
+    deliver(anonymous, dispute_closed(payment, "lost"))
+
+    assert Milestone.objects.get(pk=milestone.pk).status == Milestone.Status.DISPUTED
+    refund = operator.post(
+        f"/api/v1/payments/{payment.pk}/refunds", {"amount": 1_000}, format="json"
+    )
+    assert refund.status_code == 409
+    assert not payment.refunds.exists()
