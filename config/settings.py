@@ -311,7 +311,15 @@ SANDBOX_WEBHOOK_SECRETS_PREVIOUS = env.list("SANDBOX_WEBHOOK_SECRETS_PREVIOUS", 
 SANDBOX_WEBHOOK_DELIVERY = env.str("SANDBOX_WEBHOOK_DELIVERY", default="auto")
 SANDBOX_WEBHOOK_DELAY = env.float("SANDBOX_WEBHOOK_DELAY", default=1.0)
 PAYMENTS_CAPTURE_METHOD = env.str("PAYMENTS_CAPTURE_METHOD", default="manual")
+# Funding payments above this go to the "high" queue. The amount is in the minor units of a
+# two-decimal currency (10,000.00) and is scaled by each currency's exponent (jpy: 10,000;
+# kwd: 10,000.000); PAYMENTS_HIGH_PRIORITY_AMOUNTS ("jpy=1500000,krw=14000000", in that
+# currency's own minor units) overrides it per currency. payments.services.funding reads both.
 PAYMENTS_HIGH_PRIORITY_AMOUNT = env.int("PAYMENTS_HIGH_PRIORITY_AMOUNT", default=1_000_000)
+PAYMENTS_HIGH_PRIORITY_AMOUNTS = {
+    currency.strip().lower(): int(amount)
+    for currency, amount in env.dict("PAYMENTS_HIGH_PRIORITY_AMOUNTS", default={}).items()
+}
 PAYMENTS_GATEWAY_TIMEOUT_SECONDS = env.float("PAYMENTS_GATEWAY_TIMEOUT_SECONDS", default=20.0)
 PAYMENTS_WEBHOOK_MAX_BYTES = env.int("PAYMENTS_WEBHOOK_MAX_BYTES", default=64 * 1024)
 PAYMENTS_RETRY_BASE_SECONDS = env.float("PAYMENTS_RETRY_BASE_SECONDS", default=2.0)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from escrow import money
 from escrow import services as escrow_services
 from escrow.exceptions import FundingMismatch, IllegalTransition
 from payments import breaker
@@ -52,8 +54,22 @@ def cancel_key(payment: Payment) -> str:
     return f"payment:{payment.pk}:cancel"
 
 
-def is_high_priority(amount: int) -> bool:
-    return amount > settings.PAYMENTS_HIGH_PRIORITY_AMOUNT
+def high_priority_threshold(currency: str) -> int:
+    """The amount, in `currency`'s minor units, above which a funding payment is high priority.
+
+    The one place the threshold is read: a per-currency amount from
+    PAYMENTS_HIGH_PRIORITY_AMOUNTS if set, else PAYMENTS_HIGH_PRIORITY_AMOUNT (minor units of a
+    two-decimal currency) scaled by the currency's exponent, so 1,000,000 means 10,000.00 USD,
+    10,000 JPY and 10,000.000 KWD rather than the same count of minor units in each."""
+    per_currency = settings.PAYMENTS_HIGH_PRIORITY_AMOUNTS.get(currency)
+    if per_currency is not None:
+        return per_currency
+    scale = Decimal(10) ** (money.CURRENCY_EXPONENTS.get(currency, 2) - 2)
+    return int(Decimal(settings.PAYMENTS_HIGH_PRIORITY_AMOUNT) * scale)
+
+
+def is_high_priority(amount: int, currency: str) -> bool:
+    return amount > high_priority_threshold(currency)
 
 
 def transition(payment: Payment, *, to: str, also: list[str] = ()) -> str:
@@ -102,7 +118,7 @@ def payment_fund(*, milestone_id: int, payment_method_id: int, actor) -> Payment
                     amount=milestone.amount,
                     currency=project.currency,
                     capture_method=settings.PAYMENTS_CAPTURE_METHOD,
-                    is_high_priority=is_high_priority(milestone.amount),
+                    is_high_priority=is_high_priority(milestone.amount, project.currency),
                 )
         except IntegrityError as exc:
             raise FundingInProgress() from exc
