@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -74,14 +74,41 @@ def is_high_priority(amount: int, currency: str) -> bool:
 
 def transition(payment: Payment, *, to: str, also: list[str] = ()) -> str:
     """Move a locked payment along the table (saving the `also` fields in the same UPDATE) and
-    emit payment.status_updated. Caller holds the payment's lock. Returns the previous status."""
+    emit payment.status_updated. Caller holds the payment's lock. Returns the previous status.
+
+    Entering verifying starts the 3-D Secure clock (next_attempt_at = the time the challenge
+    is given up); leaving it forgets the challenge (next action, client secret, clock)."""
     previous = payment.status
     if to not in Payment.TRANSITIONS[previous]:
         raise IllegalTransition(obj_name=f"Payment {payment.pk}", current=previous, target=to)
+    also = list(also)
+    if to == Status.VERIFYING:
+        payment.next_attempt_at = verification_deadline(timezone.now())
+        also.append("next_attempt_at")
+    elif previous == Status.VERIFYING:
+        payment.next_action = {}
+        payment.gateway_client_secret = ""
+        payment.next_attempt_at = None
+        also += ["next_action", "gateway_client_secret", "next_attempt_at"]
     payment.status = to
-    payment.save(update_fields=["status", "updated_at", *also])
+    payment.save(update_fields=sorted({"status", "updated_at", *also}))
     emit_payment("payment.status_updated", payment, previous_status=previous, new_status=to)
     return previous
+
+
+ABANDONED_CODE = "authentication_abandoned"
+
+
+def verification_deadline(since: datetime) -> datetime:
+    return since + timedelta(seconds=settings.PAYMENTS_VERIFICATION_TIMEOUT_SECONDS)
+
+
+def _abandoned_message() -> str:
+    minutes = round(settings.PAYMENTS_VERIFICATION_TIMEOUT_SECONDS / 60)
+    return (
+        f"The card holder did not finish the 3-D Secure check within {minutes} minutes; the "
+        "payment was cancelled and the milestone can be funded again."
+    )[:255]
 
 
 def payment_fund(*, milestone_id: int, payment_method_id: int, actor) -> Payment:
@@ -158,6 +185,11 @@ def payment_process(*, payment_id: int) -> Progress | None:
         if progress is not None:
             return progress
         payment.refresh_from_db()
+    if payment.status == Status.VERIFYING:
+        progress = _verification_check(payment, gateway)
+        if progress is not None:
+            return progress
+        payment.refresh_from_db()
     if payment.status == Status.AUTHORIZED and payment.capture_method == "manual":
         progress = _capture(payment, gateway)
         if progress is not None:
@@ -231,6 +263,46 @@ def _resolve(payment: Payment, gateway, key: str) -> IntentResult | None:
         payment=payment,
         fn=lambda: lookup(idempotency_key=key),
     )
+
+
+def _verification_check(payment: Payment, gateway) -> Progress | None:
+    """A payment waiting for the card holder's 3-D Secure: until its deadline, nothing to do
+    (the next run is at the deadline). After it, ask the gateway first (the challenge may have
+    been finished or failed and the webhook lost) and apply that; if it is still waiting,
+    cancel the intent at the gateway, then apply the cancelled intent (payment cancelled,
+    milestone pending, both parties told). The gateway is asked before anything changes here,
+    so a challenge finished at the last moment is never cancelled locally while the gateway
+    took the money; a cancel the gateway refuses means the intent moved on: apply what it is."""
+    deadline = payment.next_attempt_at or verification_deadline(payment.updated_at)
+    if deadline > timezone.now():
+        return Progress(payment.status, deadline)
+    try:
+        current = call_gateway(
+            provider=payment.provider,
+            operation=GatewayAttempt.Operation.RETRIEVE,
+            idempotency_key=f"payment:{payment.pk}:retrieve",
+            payment=payment,
+            fn=lambda: gateway.retrieve_payment(payment_id=payment.gateway_payment_id),
+        )
+        if current.status == "requires_action":
+            key = cancel_key(payment)
+            current = call_gateway(
+                provider=payment.provider,
+                operation=GatewayAttempt.Operation.CANCEL,
+                idempotency_key=key,
+                payment=payment,
+                fn=lambda: gateway.cancel_payment(
+                    payment_id=payment.gateway_payment_id, idempotency_key=key
+                ),
+            )
+    except GatewayError as exc:
+        if exc.transient:
+            return _defer(payment.pk, exc)
+        current = _retrieve(payment, gateway)
+        if current is None:
+            return _defer(payment.pk, exc)
+    _apply_intent_locked_tx(payment.pk, current, followup=False)
+    return None
 
 
 def _capture(payment: Payment, gateway) -> Progress | None:
@@ -321,9 +393,15 @@ def _to_failure(payment: Payment, *, code: str, message: str, to: str | None = N
     payment.failure_message = (message or "")[:255]
     payment.next_attempt_at = None
     payment.save(update_fields=["failure_code", "failure_message", "next_attempt_at"])
-    transition(payment, to=to or _failure_status(payment.status))
+    previous = transition(payment, to=to or _failure_status(payment.status))
     escrow_services.milestone_funding_failed(milestone_id=payment.milestone_id)
     emit_payment("payment.failed", payment)
+    if previous == Status.VERIFYING and payment.status == Status.REJECTED:
+        # A failed challenge leaves the intent open at the gateway (Stripe: requires a new
+        # payment method), and its client secret could still confirm it with another card
+        # while our payment is over: close it.
+        payment_id = payment.pk
+        transaction.on_commit(lambda: _cancel_at_gateway(payment_id))
 
 
 def target_status(current: str, intent: IntentResult) -> str | None:
@@ -342,6 +420,8 @@ def target_status(current: str, intent: IntentResult) -> str | None:
     if status == "succeeded":
         return Status.COMPLETED
     if status == "canceled":
+        if current == Status.VERIFYING:
+            return Status.CANCELLED  # the challenge was given up, not failed
         return _failure_status(current) if current in Payment.OPEN else None
     return None
 
@@ -367,6 +447,14 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
         payment.gateway_charge_id = intent.charge_id
         dirty.append("gateway_charge_id")
     target = target_status(payment.status, intent)
+    if target == Status.VERIFYING and payment.status in (Status.PROCESSING, Status.VERIFYING):
+        # What the payer's browser needs to finish 3-D Secure (the first report that has it).
+        if intent.next_action and payment.next_action != intent.next_action:
+            payment.next_action = intent.next_action
+            dirty.append("next_action")
+        if intent.client_secret and payment.gateway_client_secret != intent.client_secret:
+            payment.gateway_client_secret = intent.client_secret
+            dirty.append("gateway_client_secret")
     stale = target is None or target == payment.status
     if not stale and target not in Payment.TRANSITIONS[payment.status]:
         logger.info(
@@ -388,7 +476,10 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
     if target in Payment.FAILURES:
         if dirty:
             payment.save(update_fields=dirty)
-        _to_failure(payment, code=intent.failure_code, message=intent.failure_message, to=target)
+        code, message = intent.failure_code, intent.failure_message
+        if target == Status.CANCELLED and payment.status == Status.VERIFYING and not code:
+            code, message = ABANDONED_CODE, _abandoned_message()
+        _to_failure(payment, code=code, message=message, to=target)
         return True
     if target == Status.COMPLETED:
         payment.completed_at = timezone.now()
@@ -440,8 +531,11 @@ def _cancel_at_gateway(payment_id: int) -> None:
 
 
 def payment_cancel_at_gateway(*, payment_id: int) -> None:
-    """Release the authorization of a cancelled payment at the gateway (best effort)."""
-    payment = Payment.objects.filter(pk=payment_id, status=Status.CANCELLED).first()
+    """Release the authorization of a cancelled payment, or close the intent of a rejected
+    one (failed 3-D Secure), at the gateway (best effort)."""
+    payment = Payment.objects.filter(
+        pk=payment_id, status__in=[Status.CANCELLED, Status.REJECTED]
+    ).first()
     if payment is None or not payment.gateway_payment_id:
         return
     gateway = get_gateway(payment.provider)
