@@ -21,13 +21,17 @@ class FundSerializer(serializers.Serializer):
 
 
 class NextActionSerializer(serializers.Serializer):
+    """What the payer's browser must do to finish 3-D Secure: `use_stripe_sdk` →
+    `stripe.handleNextAction({clientSecret: client_secret})`; `redirect_to_url` → send the
+    payer to `redirect_url`."""
+
     type = serializers.ChoiceField(choices=["use_stripe_sdk", "redirect_to_url"])
     client_secret = serializers.CharField()
     redirect_url = serializers.CharField(required=False)
 
 
 class PaymentSerializer(serializers.ModelSerializer):
-    """`next_action` is null except for the payer of a verifying payment (selectors)."""
+    """`next_action` is null except for the payer, while the payment is `verifying`."""
 
     failure_code = serializers.SerializerMethodField()
     next_action = serializers.SerializerMethodField()
