@@ -507,8 +507,10 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
 
 
 def payment_cancel(*, payment_id: int, actor=None) -> Payment:
-    """Cancel a payment that has not reached the gateway's authorization: initiated|processing
-    → cancelled, the milestone back to pending. Idempotent. Raises IllegalTransition."""
+    """Cancel a payment that has not reached the gateway's authorization: initiated,
+    processing or verifying (a 3-D Secure challenge) → cancelled, the milestone back to
+    pending; the intent is cancelled at the gateway after commit. Idempotent. Raises
+    IllegalTransition."""
     with transaction.atomic(durable=True):
         payment = payment_for_update(payment_id=payment_id)
         if payment.status == Status.CANCELLED:
