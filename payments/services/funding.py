@@ -274,7 +274,7 @@ def _verification_check(payment: Payment, gateway) -> Progress | None:
     so a challenge finished at the last moment is never cancelled locally while the gateway
     took the money; a cancel the gateway refuses means the intent moved on: apply what it is."""
     deadline = payment.next_attempt_at or verification_deadline(payment.updated_at)
-    if deadline > timezone.now():
+    if deadline > timezone.now() or not payment.gateway_payment_id:
         return Progress(payment.status, deadline)
     try:
         current = call_gateway(
