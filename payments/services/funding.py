@@ -395,7 +395,9 @@ def _to_failure(payment: Payment, *, code: str, message: str, to: str | None = N
     payment.save(update_fields=["failure_code", "failure_message", "next_attempt_at"])
     previous = transition(payment, to=to or _failure_status(payment.status))
     escrow_services.milestone_funding_failed(milestone_id=payment.milestone_id)
-    emit_payment("payment.failed", payment)
+    # The reason in words for both parties (the gateway's decline message, or ours for an
+    # abandoned 3-D Secure check); never card data.
+    emit_payment("payment.failed", payment, failure_message=payment.failure_message or None)
     if previous == Status.VERIFYING and payment.status == Status.REJECTED:
         # A failed challenge leaves the intent open at the gateway (Stripe: requires a new
         # payment method), and its client secret could still confirm it with another card

@@ -166,6 +166,8 @@ def test_an_abandoned_challenge_is_cancelled_after_the_timeout(homeowner, contra
     assert milestone.status == Milestone.Status.PENDING
     failed = Event.objects.get(type="payment.failed", aggregate_id=str(payment.pk))
     assert set(failed.audience) == {homeowner.user.pk, contractor.user.pk}
+    assert failed.data["status"] == "cancelled"
+    assert failed.data["failure_message"] == payment.failure_message
     assert status_events(payment.pk) == ["processing", "verifying", "cancelled"]
     assert homeowner.get(f"/api/v1/payments/{payment.pk}").json()["next_action"] is None
 
