@@ -281,3 +281,25 @@ def test_the_challenge_page_answers_json_clients(anonymous, homeowner, milestone
 
     assert response.status_code == 200 and response.json()["status"] == "requires_capture"
     assert Payment.objects.get(pk=body["id"]).status == "completed"
+
+
+def test_the_challenge_page_refuses_an_unknown_answer_and_changes_nothing(
+    anonymous, homeowner, milestone
+):
+    """An answer that is neither pass nor fail is a 400 naming the field; the intent still
+    waits for the card holder and nothing is sent."""
+    body = fund(homeowner, milestone)
+    url = urlsplit(body["next_action"]["redirect_url"])
+    sandbox.take_outbox()
+
+    response = anonymous.post(
+        url.path,
+        {"client_secret": body["next_action"]["client_secret"], "result": "maybe"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "result"
+    assert intent_of(body["id"])["status"] == "requires_action"
+    assert Payment.objects.get(pk=body["id"]).status == "verifying"
+    assert sandbox.take_outbox() == []

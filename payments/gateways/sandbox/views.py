@@ -42,6 +42,24 @@ def _safe_return_url(request, url: str) -> str:
     return ""
 
 
+def _page(request, intent, *, client_secret, return_url, error="", status=200):
+    context = {
+        "intent": intent,
+        "client_secret": client_secret,
+        "return_url": return_url,
+        "amount": format_amount(intent["amount"], intent["currency"]),
+        "error": error,
+    }
+    return render(request, "sandbox/challenge.html", context, status=status)
+
+
+def _invalid(message: str, field: str = "") -> JsonResponse:
+    error = {"code": "validation_error", "message": message}
+    if field:
+        error["field"] = field
+    return JsonResponse({"error": error}, status=400)
+
+
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def challenge(request, intent_id: str):
@@ -52,53 +70,29 @@ def challenge(request, intent_id: str):
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            return JsonResponse(
-                {"error": {"code": "invalid", "message": "JSON object."}}, status=400
-            )
+            return _invalid("The body must be a JSON object.")
     else:
         body = request.POST if request.method == "POST" else request.GET
     client_secret = str(body.get("client_secret") or "")
     return_url = _safe_return_url(request, str(body.get("return_url") or ""))
     intent = _intent_or_404(intent_id, client_secret)
-    if request.method == "POST":
-        result = str(body.get("result") or "")
-        if result not in RESULTS:
-            message = 'result must be "pass" or "fail".'
-            if wants_json:
-                return JsonResponse(
-                    {"error": {"code": "invalid", "message": message, "field": "result"}},
-                    status=400,
-                )
-            return render(
-                request,
-                "sandbox/challenge.html",
-                {
-                    "intent": intent,
-                    "client_secret": client_secret,
-                    "return_url": return_url,
-                    "amount": format_amount(intent["amount"], intent["currency"]),
-                    "error": message,
-                },
-                status=400,
-            )
-        try:
-            answer = SandboxGateway().authenticate(
-                payment_id=intent_id, client_secret=client_secret, success=RESULTS[result]
-            )
-        except InvalidRequest as error:
-            raise Http404("No such payment intent.") from error
+    page = {"client_secret": client_secret, "return_url": return_url}
+    if request.method == "GET":
+        return _page(request, intent, **page)
+    result = str(body.get("result") or "")
+    if result not in RESULTS:
+        message = 'result must be "pass" or "fail".'
         if wants_json:
-            return JsonResponse({"id": answer.id, "status": answer.status})
-        if return_url:
-            return redirect(return_url)
-        intent = {**intent, "status": answer.status}
-    return render(
-        request,
-        "sandbox/challenge.html",
-        {
-            "intent": intent,
-            "client_secret": client_secret,
-            "return_url": return_url,
-            "amount": format_amount(intent["amount"], intent["currency"]),
-        },
-    )
+            return _invalid(message, "result")
+        return _page(request, intent, **page, error=message, status=400)
+    try:
+        answer = SandboxGateway().authenticate(
+            payment_id=intent_id, client_secret=client_secret, success=RESULTS[result]
+        )
+    except InvalidRequest as error:
+        raise Http404("No such payment intent.") from error
+    if wants_json:
+        return JsonResponse({"id": answer.id, "status": answer.status})
+    if return_url:
+        return redirect(return_url)
+    return _page(request, {**intent, "status": answer.status}, **page)
