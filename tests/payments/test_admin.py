@@ -55,3 +55,14 @@ def test_a_homeowner_cannot_open_the_admin(client, homeowner):
     client.force_login(homeowner.user)
 
     assert client.get("/admin/payments/payment/").status_code == 302
+
+
+def test_the_payment_page_never_shows_a_3d_secure_client_secret(admin_client, milestone, settings):
+    """Operators see a verifying payment but not the client secret that could confirm it."""
+    settings.SANDBOX_AUTHENTICATION = "challenge"
+    payment = fund(milestone, "pm_card_authenticationRequired")
+    assert payment.status == "verifying" and payment.gateway_client_secret
+
+    html = admin_client.get(f"/admin/payments/payment/{payment.pk}/change/").content.decode()
+
+    assert payment.gateway_client_secret not in html
