@@ -76,9 +76,10 @@ def test_failing_3d_secure_in_the_browser_leaves_the_milestone_open(portal_serve
     home.get_by_role("button", name="Fail the check").click()
 
     expect(home.locator(status)).to_have_text("Awaiting funding", timeout=LIVE_TIMEOUT)
-    expect(
-        home.get_by_text("Failed: The provided PaymentMethod has failed authentication.")
-    ).to_be_visible(timeout=LIVE_TIMEOUT)
+    failure = "Failed: The provided PaymentMethod has failed authentication."
+    expect(home.get_by_text(failure, exact=True)).to_be_visible(timeout=LIVE_TIMEOUT)
+    # The timeline says it in words too.
+    expect(home.get_by_text("USD failed: The provided PaymentMethod").first).to_be_visible()
     expect(home.locator(f"#confirm-{milestone_id}-fund summary")).to_be_visible()
     screenshot(home, "three-d-secure-failed")
     assert home_w.errors == []
