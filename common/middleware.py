@@ -20,7 +20,10 @@ _CSP = "; ".join(
 class ContentSecurityPolicyMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
-        self.stripe_js = bool(getattr(settings, "STRIPE_PUBLISHABLE_KEY", ""))
+        # Stripe.js only where the portal loads it: the Stripe gateway with a publishable key.
+        self.stripe_js = settings.PAYMENT_GATEWAY == "stripe" and bool(
+            getattr(settings, "STRIPE_PUBLISHABLE_KEY", "")
+        )
 
     def __call__(self, request):
         response = self.get_response(request)

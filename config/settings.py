@@ -352,8 +352,26 @@ STRIPE_WEBHOOK_SECRETS_PREVIOUS = env.list("STRIPE_WEBHOOK_SECRETS_PREVIOUS", de
 SANDBOX_WEBHOOK_SECRETS_PREVIOUS = env.list("SANDBOX_WEBHOOK_SECRETS_PREVIOUS", default=[])
 SANDBOX_WEBHOOK_DELIVERY = env.str("SANDBOX_WEBHOOK_DELIVERY", default="auto")
 SANDBOX_WEBHOOK_DELAY = env.float("SANDBOX_WEBHOOK_DELAY", default=1.0)
+# pm_card_authenticationRequired on the sandbox: "challenge" waits, like Stripe, for the card
+# holder to pass or fail the sandbox's 3-D Secure page (/sandbox/3ds/<intent>/); "auto" lets a
+# simulated card holder pass it SANDBOX_WEBHOOK_DELAY seconds later (the test suite's default).
+SANDBOX_AUTHENTICATION = env.str("SANDBOX_AUTHENTICATION", default="challenge")
 PAYMENTS_CAPTURE_METHOD = env.str("PAYMENTS_CAPTURE_METHOD", default="manual")
+# Funding payments above this go to the "high" queue. The amount is in the minor units of a
+# two-decimal currency (10,000.00) and is scaled by each currency's exponent (jpy: 10,000;
+# kwd: 10,000.000); PAYMENTS_HIGH_PRIORITY_AMOUNTS ("jpy=1500000,krw=14000000", in that
+# currency's own minor units) overrides it per currency. payments.services.funding reads both.
 PAYMENTS_HIGH_PRIORITY_AMOUNT = env.int("PAYMENTS_HIGH_PRIORITY_AMOUNT", default=1_000_000)
+PAYMENTS_HIGH_PRIORITY_AMOUNTS = {
+    currency.strip().lower(): int(amount)
+    for currency, amount in env.dict("PAYMENTS_HIGH_PRIORITY_AMOUNTS", default={}).items()
+}
+# A 3-D Secure challenge the card holder has not finished after this long is given up: the
+# intent is cancelled at the gateway, the payment becomes cancelled and the milestone pending
+# (payments.work_due, every 10 s).
+PAYMENTS_VERIFICATION_TIMEOUT_SECONDS = env.float(
+    "PAYMENTS_VERIFICATION_TIMEOUT_SECONDS", default=30 * 60
+)
 PAYMENTS_GATEWAY_TIMEOUT_SECONDS = env.float("PAYMENTS_GATEWAY_TIMEOUT_SECONDS", default=20.0)
 PAYMENTS_WEBHOOK_MAX_BYTES = env.int("PAYMENTS_WEBHOOK_MAX_BYTES", default=64 * 1024)
 PAYMENTS_RETRY_BASE_SECONDS = env.float("PAYMENTS_RETRY_BASE_SECONDS", default=2.0)

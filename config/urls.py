@@ -6,6 +6,7 @@ from accounts.api import MeView
 from common.api.exceptions import api_not_found
 from common.health import healthz
 from payments import views as payment_views
+from payments.gateways.sandbox import views as sandbox_views
 
 api_v1 = [
     path("me", MeView.as_view(), name="me"),
@@ -31,6 +32,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("webhooks/stripe/", payment_views.stripe_webhook, name="webhook-stripe"),
     path("webhooks/sandbox/", payment_views.sandbox_webhook, name="webhook-sandbox"),
+    # The sandbox gateway's own 3-D Secure page (its redirect_to_url next action).
+    path("sandbox/3ds/<str:intent_id>/", sandbox_views.challenge, name="sandbox-3ds"),
 ]
 
 admin.site.site_header = "Escrow payments — operations"

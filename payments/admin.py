@@ -70,6 +70,8 @@ class PaymentAdmin(ReadOnlyMixin, admin.ModelAdmin):
     ]
     list_filter = ["status", "provider", "is_high_priority"]
     search_fields = ["=id", "gateway_payment_id", "gateway_charge_id", "payer__username"]
+    # The 3-D Secure client secret can confirm the payment: the payer's alone (selectors).
+    exclude = ["gateway_client_secret", "next_action"]
     readonly_fields = [
         "milestone",
         "project",

@@ -64,7 +64,7 @@ class MilestoneFundView(APIView):
             actor=request.user,
         )
         payment.refresh_from_db()
-        return Response(PaymentSerializer(payment).data, status=201)
+        return Response(PaymentSerializer(payment, context={"request": request}).data, status=201)
 
 
 class PaymentListView(ListAPIView):
@@ -78,7 +78,7 @@ class PaymentDetailView(APIView):
     @extend_schema(responses=PaymentSerializer)
     def get(self, request, payment_id: int):
         payment = selectors.payment_get_for_user(user=request.user, payment_id=payment_id)
-        return Response(PaymentSerializer(payment).data)
+        return Response(PaymentSerializer(payment, context={"request": request}).data)
 
 
 class PaymentTimelineView(APIView):

@@ -31,6 +31,27 @@ def payment_get_for_user(*, user, payment_id) -> Payment:
     return payment
 
 
+def payment_next_action_for(*, user, payment: Payment) -> dict | None:
+    """What the payer must do to finish 3-D Secure: `{type, client_secret, redirect_url?}`
+    (type "use_stripe_sdk": `stripe.handleNextAction({clientSecret})`; "redirect_to_url":
+    send the payer to `redirect_url`). Only for the payer (the client secret confirms the
+    payment: never for the payee or operators) and only while the payment is verifying;
+    None otherwise."""
+    if (
+        user is None
+        or not user.is_authenticated
+        or user.pk != payment.payer_id
+        or payment.status != Payment.Status.VERIFYING
+        or not payment.next_action.get("type")
+        or not payment.gateway_client_secret
+    ):
+        return None
+    action = {"type": payment.next_action["type"], "client_secret": payment.gateway_client_secret}
+    if payment.next_action.get("redirect_url"):
+        action["redirect_url"] = payment.next_action["redirect_url"]
+    return action
+
+
 def payment_is_visible_to(*, user, payment_id) -> bool:
     """For realtime's channel authorization (payment.<id>)."""
     try:

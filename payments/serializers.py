@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from escrow.serializers import MinorUnitsField
+from payments import selectors
 from payments.models import Payment, PaymentMethod, Refund
 
 
@@ -18,8 +20,21 @@ class FundSerializer(serializers.Serializer):
     payment_method = serializers.IntegerField()
 
 
+class NextActionSerializer(serializers.Serializer):
+    """What the payer's browser must do to finish 3-D Secure: `use_stripe_sdk` →
+    `stripe.handleNextAction({clientSecret: client_secret})`; `redirect_to_url` → send the
+    payer to `redirect_url`."""
+
+    type = serializers.ChoiceField(choices=["use_stripe_sdk", "redirect_to_url"])
+    client_secret = serializers.CharField()
+    redirect_url = serializers.CharField(required=False)
+
+
 class PaymentSerializer(serializers.ModelSerializer):
+    """`next_action` is null except for the payer, while the payment is `verifying`."""
+
     failure_code = serializers.SerializerMethodField()
+    next_action = serializers.SerializerMethodField()
 
     class Meta:
         model = Payment
@@ -33,11 +48,22 @@ class PaymentSerializer(serializers.ModelSerializer):
             "payer",
             "payee",
             "failure_code",
+            "next_action",
             "created_at",
         ]
 
     def get_failure_code(self, payment) -> str | None:
         return payment.failure_code or None
+
+    @extend_schema_field(NextActionSerializer(allow_null=True))
+    def get_next_action(self, payment) -> dict | None:
+        request = self.context.get("request")
+        action = selectors.payment_next_action_for(
+            user=getattr(request, "user", None), payment=payment
+        )
+        if action and request is not None and action.get("redirect_url", "").startswith("/"):
+            action["redirect_url"] = request.build_absolute_uri(action["redirect_url"])
+        return action
 
 
 class RefundCreateSerializer(serializers.Serializer):

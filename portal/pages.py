@@ -2,6 +2,7 @@
 
 from datetime import date
 
+from django.urls import reverse
 from django.utils import timezone
 
 from escrow import selectors as escrow_selectors
@@ -84,12 +85,15 @@ def dashboard_context(*, user) -> dict:
     }
 
 
-def _payment_row(user, payment) -> dict:
+def _payment_row(user, payment, *, return_url: str) -> dict:
     timeline = payments_bridge.payment_timeline(user=user, payment_id=payment.pk)
     return {
         "payment": payment,
         "steps": presenters.payment_steps(payment.status, timeline),
         "timeline": timeline,
+        "challenge": payments_bridge.payment_challenge(
+            user=user, payment=payment, return_url=return_url
+        ),
     }
 
 
@@ -105,6 +109,7 @@ def project_context(*, user, project_id: int) -> dict:
     methods = (
         payments_bridge.usable_payment_methods(user=user) if user.pk == project.homeowner_id else []
     )
+    project_url = reverse("portal:project", kwargs={"project_id": project.pk})
     rows = []
     for milestone in milestones:
         rows.append(
@@ -118,7 +123,12 @@ def project_context(*, user, project_id: int) -> dict:
                     milestone=milestone, project=project, user=user
                 ),
                 "payments": [
-                    _payment_row(user, payment) for payment in payments.get(milestone.pk, [])
+                    _payment_row(
+                        user,
+                        payment,
+                        return_url=f"{project_url}#milestone-{milestone.pk}",
+                    )
+                    for payment in payments.get(milestone.pk, [])
                 ],
                 "timeline": realtime_selectors.event_list_for_aggregate(
                     aggregate_type="milestone", aggregate_id=milestone.pk
@@ -133,6 +143,7 @@ def project_context(*, user, project_id: int) -> dict:
         "can_sign": presenters.can_sign(project=project, user=user),
         "is_homeowner": user.pk == project.homeowner_id,
         "payment_methods": methods,
+        "stripe_publishable_key": payments_bridge.stripe_publishable_key(),
         "default_method_id": next((m.pk for m in methods if m.is_default), None),
         "channels": [f"project.{project.pk}", *user_channels(user)],
         "last_event_id": portal_selectors.last_event_id_for_user(user=user),

@@ -3,6 +3,8 @@
 Reads go through payments.selectors (payer, payee and operators only); writes through
 payments.services, the same ones the REST API calls."""
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 
 from payments import selectors, services
@@ -11,7 +13,10 @@ from payments.models import Payment, PaymentMethod, Payout
 SANDBOX_TOKENS = [
     ("pm_card_visa", "Visa •••• 4242 (succeeds)"),
     ("pm_card_mastercard", "Mastercard •••• 4444 (succeeds)"),
-    ("pm_card_authenticationRequired", "Visa •••• 3184 (needs 3-D Secure, then succeeds)"),
+    (
+        "pm_card_authenticationRequired",
+        "Visa •••• 3184 (asks for 3-D Secure, which you pass or fail)",
+    ),
     ("pm_card_chargeDeclined", "Visa •••• 0002 (is declined when charged)"),
     ("pm_card_chargeDeclinedInsufficientFunds", "Visa •••• 9995 (insufficient funds)"),
 ]
@@ -58,6 +63,25 @@ def open_payments_for_user(*, user, limit: int = 20) -> list[Payment]:
 def payment_get_for_user(*, user, payment_id) -> Payment:
     """Raises PaymentNotFound (a NotFound) for payments the user may not see."""
     return selectors.payment_get_for_user(user=user, payment_id=payment_id)
+
+
+def payment_challenge(*, user, payment: Payment, return_url: str) -> dict | None:
+    """The 3-D Secure step the payer must take, for the portal: `{type, client_secret, url,
+    stripe_key}` (url: the sandbox's or bank's page to visit, coming back to `return_url`;
+    use_stripe_sdk: completed in the page by Stripe.js). None for anyone but the payer and for
+    payments that are not verifying (payments.selectors decides)."""
+    action = selectors.payment_next_action_for(user=user, payment=payment)
+    if action is None:
+        return None
+    url = action.get("redirect_url", "")
+    if url:
+        url = f"{url}{'&' if '?' in url else '?'}{urlencode({'return_url': return_url})}"
+    return {
+        "type": action["type"],
+        "client_secret": action["client_secret"],
+        "url": url,
+        "stripe_key": stripe_publishable_key(),
+    }
 
 
 def payment_timeline(*, user, payment_id) -> list:

@@ -245,6 +245,8 @@ def event_summary(event_type: str, data: dict) -> str:
     if event_type == "payment.completed":
         return f"Payment of {amount} completed"
     if event_type == "payment.failed":
+        if data.get("failure_message"):
+            return f"Payment of {amount} failed: {data['failure_message']}"
         code = data.get("failure_code") or "failed"
         return f"Payment of {amount} failed ({code})"
     if event_type == "payment.refunded":

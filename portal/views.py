@@ -118,11 +118,20 @@ def milestone_action(request, milestone_id: int, action: str):
                 milestone_id=milestone.pk,
                 payment_method_id=form.cleaned_data["payment_method"],
             )
-            messages.success(
-                request,
-                f"Payment started for “{milestone.title}” (payment #{payment.pk}); "
-                "its progress shows below as the card is processed.",
-            )
+            payment.refresh_from_db(fields=["status"])
+            if payment.status == "verifying":
+                messages.warning(
+                    request,
+                    f"Your bank asks you to confirm the payment for “{milestone.title}” "
+                    f"(payment #{payment.pk}) with 3-D Secure: choose “Complete 3-D Secure” "
+                    "below. Until then the milestone is not funded.",
+                )
+            else:
+                messages.success(
+                    request,
+                    f"Payment started for “{milestone.title}” (payment #{payment.pk}); "
+                    "its progress shows below as the card is processed.",
+                )
         else:
             milestone = _SERVICES[action](milestone_id=milestone.pk, actor=request.user)
             label = presenters.STATUS_LABELS.get(milestone.status, milestone.status)
@@ -165,8 +174,13 @@ def _payment_context(request, payment_id: int) -> dict:
     except NotFound as error:
         raise Http404("No such payment.") from error
     timeline = payments_bridge.payment_timeline(user=request.user, payment_id=payment.pk)
+    return_url = reverse("portal:payment", kwargs={"payment_id": payment.pk})
     return {
         "payment": payment,
+        "challenge": payments_bridge.payment_challenge(
+            user=request.user, payment=payment, return_url=return_url
+        ),
+        "stripe_publishable_key": payments_bridge.stripe_publishable_key(),
         "steps": presenters.payment_steps(payment.status, timeline),
         "timeline": timeline,
         "channels": [f"payment.{payment.pk}", *pages.user_channels(request.user)],

@@ -42,6 +42,9 @@ def _test_settings(settings):
     # The sandbox gateway's webhooks and timers wait for an explicit flush in tests (no
     # background threads): payments.gateways.sandbox.flush().
     settings.SANDBOX_WEBHOOK_DELIVERY = "outbox"
+    # A simulated card holder passes the sandbox's 3-D Secure at the next flush; the tests of
+    # the challenge itself set "challenge" (the default everywhere else).
+    settings.SANDBOX_AUTHENTICATION = "auto"
     settings.PAYMENTS_RETRY_TIMERS = False
     # pytest-django delivers mail into Django's local-memory outbox, which tests read: for
     # them that is delivery (production mode without EMAIL_URL is tested on its own).

@@ -22,6 +22,25 @@ class IntentResult:
     failure_code: str = ""
     failure_message: str = ""
     metadata: dict = field(default_factory=dict)
+    # While status is requires_action: what the customer's browser must do, in our terms
+    # (`next_action_from`), and the secret that lets it do it (Stripe.js takes the secret).
+    next_action: dict = field(default_factory=dict)
+    client_secret: str = ""
+
+
+def next_action_from(obj: dict) -> dict:
+    """A PaymentIntent's `next_action` (Stripe's shape, which the sandbox speaks too) as
+    `{"type": ..., "redirect_url": ...}`: "use_stripe_sdk" is completed by Stripe.js
+    (`stripe.handleNextAction`), "redirect_to_url" by sending the customer to the URL. The one
+    place this shape is read, for the adapters' answers and for webhooks alike."""
+    action = obj.get("next_action") if isinstance(obj, dict) else None
+    if not isinstance(action, dict) or not action.get("type"):
+        return {}
+    result = {"type": str(action["type"])}
+    redirect = action.get("redirect_to_url")
+    if isinstance(redirect, dict) and redirect.get("url"):
+        result["redirect_url"] = str(redirect["url"])
+    return result
 
 
 @dataclass(frozen=True)

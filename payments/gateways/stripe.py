@@ -27,6 +27,7 @@ from payments.gateways.base import (
     MethodInfo,
     RefundResult,
     TransferResult,
+    next_action_from,
 )
 
 API_VERSION = "2026-10-28.endive"
@@ -107,6 +108,8 @@ def _intent(pi) -> IntentResult:
         failure_code=_get(error, "decline_code", "") or _get(error, "code", "") or "",
         failure_message=_get(error, "message", "") or "",
         metadata=dict(_get(pi, "metadata", {}) or {}),
+        next_action=next_action_from(pi),
+        client_secret=_get(pi, "client_secret", "") or "",
     )
 
 

@@ -36,7 +36,14 @@ class Payment(models.Model):
             Status.FAILED,
             Status.CANCELLED,
         },
-        Status.VERIFYING: {Status.AUTHORIZED, Status.COMPLETED, Status.REJECTED},
+        # rejected: the card holder failed 3-D Secure; cancelled: they never finished it
+        # (PAYMENTS_VERIFICATION_TIMEOUT_SECONDS) and we cancelled the intent at the gateway.
+        Status.VERIFYING: {
+            Status.AUTHORIZED,
+            Status.COMPLETED,
+            Status.REJECTED,
+            Status.CANCELLED,
+        },
         Status.AUTHORIZED: {Status.COMPLETED, Status.DECLINED},
         Status.COMPLETED: {Status.PARTIALLY_REFUNDED, Status.REFUNDED},
         Status.PARTIALLY_REFUNDED: {Status.PARTIALLY_REFUNDED, Status.REFUNDED},
@@ -93,7 +100,15 @@ class Payment(models.Model):
     failure_message = models.CharField(max_length=255, blank=True)
     gateway_payment_id = models.CharField(max_length=255, blank=True, db_index=True)
     gateway_charge_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # While verifying: what the payer's browser must do to finish 3-D Secure
+    # (gateways.base.next_action_from) and the intent's client secret, which lets the payer's
+    # browser (Stripe.js) complete it. Shown to the payer only (selectors), cleared on leaving
+    # verifying, never put in events or logs.
+    next_action = models.JSONField(default=dict, blank=True)
+    gateway_client_secret = models.CharField(max_length=255, blank=True)
     attempt_count = models.PositiveIntegerField(default=0)
+    # The next processing run; while verifying, when an unfinished 3-D Secure challenge is
+    # given up (payments.work_due then cancels it).
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     is_high_priority = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)

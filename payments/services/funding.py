@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from escrow import money
 from escrow import services as escrow_services
 from escrow.exceptions import FundingMismatch, IllegalTransition
 from payments import breaker
@@ -52,20 +54,61 @@ def cancel_key(payment: Payment) -> str:
     return f"payment:{payment.pk}:cancel"
 
 
-def is_high_priority(amount: int) -> bool:
-    return amount > settings.PAYMENTS_HIGH_PRIORITY_AMOUNT
+def high_priority_threshold(currency: str) -> int:
+    """The amount, in `currency`'s minor units, above which a funding payment is high priority.
+
+    The one place the threshold is read: a per-currency amount from
+    PAYMENTS_HIGH_PRIORITY_AMOUNTS if set, else PAYMENTS_HIGH_PRIORITY_AMOUNT (minor units of a
+    two-decimal currency) scaled by the currency's exponent, so 1,000,000 means 10,000.00 USD,
+    10,000 JPY and 10,000.000 KWD rather than the same count of minor units in each."""
+    per_currency = settings.PAYMENTS_HIGH_PRIORITY_AMOUNTS.get(currency)
+    if per_currency is not None:
+        return per_currency
+    scale = Decimal(10) ** (money.CURRENCY_EXPONENTS.get(currency, 2) - 2)
+    return int(Decimal(settings.PAYMENTS_HIGH_PRIORITY_AMOUNT) * scale)
+
+
+def is_high_priority(amount: int, currency: str) -> bool:
+    return amount > high_priority_threshold(currency)
 
 
 def transition(payment: Payment, *, to: str, also: list[str] = ()) -> str:
     """Move a locked payment along the table (saving the `also` fields in the same UPDATE) and
-    emit payment.status_updated. Caller holds the payment's lock. Returns the previous status."""
+    emit payment.status_updated. Caller holds the payment's lock. Returns the previous status.
+
+    Entering verifying starts the 3-D Secure clock (next_attempt_at = the time the challenge
+    is given up); leaving it forgets the challenge (next action, client secret, clock)."""
     previous = payment.status
     if to not in Payment.TRANSITIONS[previous]:
         raise IllegalTransition(obj_name=f"Payment {payment.pk}", current=previous, target=to)
+    also = list(also)
+    if to == Status.VERIFYING:
+        payment.next_attempt_at = verification_deadline(timezone.now())
+        also.append("next_attempt_at")
+    elif previous == Status.VERIFYING:
+        payment.next_action = {}
+        payment.gateway_client_secret = ""
+        payment.next_attempt_at = None
+        also += ["next_action", "gateway_client_secret", "next_attempt_at"]
     payment.status = to
-    payment.save(update_fields=["status", "updated_at", *also])
+    payment.save(update_fields=sorted({"status", "updated_at", *also}))
     emit_payment("payment.status_updated", payment, previous_status=previous, new_status=to)
     return previous
+
+
+ABANDONED_CODE = "authentication_abandoned"
+
+
+def verification_deadline(since: datetime) -> datetime:
+    return since + timedelta(seconds=settings.PAYMENTS_VERIFICATION_TIMEOUT_SECONDS)
+
+
+def _abandoned_message() -> str:
+    minutes = round(settings.PAYMENTS_VERIFICATION_TIMEOUT_SECONDS / 60)
+    return (
+        f"The card holder did not finish the 3-D Secure check within {minutes} minutes; the "
+        "payment was cancelled and the milestone can be funded again."
+    )[:255]
 
 
 def payment_fund(*, milestone_id: int, payment_method_id: int, actor) -> Payment:
@@ -102,7 +145,7 @@ def payment_fund(*, milestone_id: int, payment_method_id: int, actor) -> Payment
                     amount=milestone.amount,
                     currency=project.currency,
                     capture_method=settings.PAYMENTS_CAPTURE_METHOD,
-                    is_high_priority=is_high_priority(milestone.amount),
+                    is_high_priority=is_high_priority(milestone.amount, project.currency),
                 )
         except IntegrityError as exc:
             raise FundingInProgress() from exc
@@ -139,6 +182,11 @@ def payment_process(*, payment_id: int) -> Progress | None:
         payment = _claim(payment.pk)
     if payment.status == Status.PROCESSING:
         progress = _authorize(payment, gateway)
+        if progress is not None:
+            return progress
+        payment.refresh_from_db()
+    if payment.status == Status.VERIFYING:
+        progress = _verification_check(payment, gateway)
         if progress is not None:
             return progress
         payment.refresh_from_db()
@@ -215,6 +263,46 @@ def _resolve(payment: Payment, gateway, key: str) -> IntentResult | None:
         payment=payment,
         fn=lambda: lookup(idempotency_key=key),
     )
+
+
+def _verification_check(payment: Payment, gateway) -> Progress | None:
+    """A payment waiting for the card holder's 3-D Secure: until its deadline, nothing to do
+    (the next run is at the deadline). After it, ask the gateway first (the challenge may have
+    been finished or failed and the webhook lost) and apply that; if it is still waiting,
+    cancel the intent at the gateway, then apply the cancelled intent (payment cancelled,
+    milestone pending, both parties told). The gateway is asked before anything changes here,
+    so a challenge finished at the last moment is never cancelled locally while the gateway
+    took the money; a cancel the gateway refuses means the intent moved on: apply what it is."""
+    deadline = payment.next_attempt_at or verification_deadline(payment.updated_at)
+    if deadline > timezone.now() or not payment.gateway_payment_id:
+        return Progress(payment.status, deadline)
+    try:
+        current = call_gateway(
+            provider=payment.provider,
+            operation=GatewayAttempt.Operation.RETRIEVE,
+            idempotency_key=f"payment:{payment.pk}:retrieve",
+            payment=payment,
+            fn=lambda: gateway.retrieve_payment(payment_id=payment.gateway_payment_id),
+        )
+        if current.status == "requires_action":
+            key = cancel_key(payment)
+            current = call_gateway(
+                provider=payment.provider,
+                operation=GatewayAttempt.Operation.CANCEL,
+                idempotency_key=key,
+                payment=payment,
+                fn=lambda: gateway.cancel_payment(
+                    payment_id=payment.gateway_payment_id, idempotency_key=key
+                ),
+            )
+    except GatewayError as exc:
+        if exc.transient:
+            return _defer(payment.pk, exc)
+        current = _retrieve(payment, gateway)
+        if current is None:
+            return _defer(payment.pk, exc)
+    _apply_intent_locked_tx(payment.pk, current, followup=False)
+    return None
 
 
 def _capture(payment: Payment, gateway) -> Progress | None:
@@ -305,9 +393,17 @@ def _to_failure(payment: Payment, *, code: str, message: str, to: str | None = N
     payment.failure_message = (message or "")[:255]
     payment.next_attempt_at = None
     payment.save(update_fields=["failure_code", "failure_message", "next_attempt_at"])
-    transition(payment, to=to or _failure_status(payment.status))
+    previous = transition(payment, to=to or _failure_status(payment.status))
     escrow_services.milestone_funding_failed(milestone_id=payment.milestone_id)
-    emit_payment("payment.failed", payment)
+    # The reason in words for both parties (the gateway's decline message, or ours for an
+    # abandoned 3-D Secure check); never card data.
+    emit_payment("payment.failed", payment, failure_message=payment.failure_message or None)
+    if previous == Status.VERIFYING and payment.status == Status.REJECTED:
+        # A failed challenge leaves the intent open at the gateway (Stripe: requires a new
+        # payment method), and its client secret could still confirm it with another card
+        # while our payment is over: close it.
+        payment_id = payment.pk
+        transaction.on_commit(lambda: _cancel_at_gateway(payment_id))
 
 
 def target_status(current: str, intent: IntentResult) -> str | None:
@@ -326,6 +422,8 @@ def target_status(current: str, intent: IntentResult) -> str | None:
     if status == "succeeded":
         return Status.COMPLETED
     if status == "canceled":
+        if current == Status.VERIFYING:
+            return Status.CANCELLED  # the challenge was given up, not failed
         return _failure_status(current) if current in Payment.OPEN else None
     return None
 
@@ -351,6 +449,14 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
         payment.gateway_charge_id = intent.charge_id
         dirty.append("gateway_charge_id")
     target = target_status(payment.status, intent)
+    if target == Status.VERIFYING and payment.status in (Status.PROCESSING, Status.VERIFYING):
+        # What the payer's browser needs to finish 3-D Secure (the first report that has it).
+        if intent.next_action and payment.next_action != intent.next_action:
+            payment.next_action = intent.next_action
+            dirty.append("next_action")
+        if intent.client_secret and payment.gateway_client_secret != intent.client_secret:
+            payment.gateway_client_secret = intent.client_secret
+            dirty.append("gateway_client_secret")
     stale = target is None or target == payment.status
     if not stale and target not in Payment.TRANSITIONS[payment.status]:
         logger.info(
@@ -372,7 +478,10 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
     if target in Payment.FAILURES:
         if dirty:
             payment.save(update_fields=dirty)
-        _to_failure(payment, code=intent.failure_code, message=intent.failure_message, to=target)
+        code, message = intent.failure_code, intent.failure_message
+        if target == Status.CANCELLED and payment.status == Status.VERIFYING and not code:
+            code, message = ABANDONED_CODE, _abandoned_message()
+        _to_failure(payment, code=code, message=message, to=target)
         return True
     if target == Status.COMPLETED:
         payment.completed_at = timezone.now()
@@ -400,8 +509,10 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
 
 
 def payment_cancel(*, payment_id: int, actor=None) -> Payment:
-    """Cancel a payment that has not reached the gateway's authorization: initiated|processing
-    → cancelled, the milestone back to pending. Idempotent. Raises IllegalTransition."""
+    """Cancel a payment that has not reached the gateway's authorization: initiated,
+    processing or verifying (a 3-D Secure challenge) → cancelled, the milestone back to
+    pending; the intent is cancelled at the gateway after commit. Idempotent. Raises
+    IllegalTransition."""
     with transaction.atomic(durable=True):
         payment = payment_for_update(payment_id=payment_id)
         if payment.status == Status.CANCELLED:
@@ -424,8 +535,11 @@ def _cancel_at_gateway(payment_id: int) -> None:
 
 
 def payment_cancel_at_gateway(*, payment_id: int) -> None:
-    """Release the authorization of a cancelled payment at the gateway (best effort)."""
-    payment = Payment.objects.filter(pk=payment_id, status=Status.CANCELLED).first()
+    """Release the authorization of a cancelled payment, or close the intent of a rejected
+    one (failed 3-D Secure), at the gateway (best effort)."""
+    payment = Payment.objects.filter(
+        pk=payment_id, status__in=[Status.CANCELLED, Status.REJECTED]
+    ).first()
     if payment is None or not payment.gateway_payment_id:
         return
     gateway = get_gateway(payment.provider)

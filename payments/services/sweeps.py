@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from escrow.models import JournalEntry, Milestone
@@ -16,7 +16,8 @@ from payments.services import funding, payouts, refunds
 def work_due(*, now=None, batch_size: int = 200) -> dict:
     """Enqueue payments, refunds and payouts whose next attempt time has come (the long
     delays live here, not in broker countdowns), plus payments stuck in initiated or
-    processing without one (a lost enqueue or a killed worker)."""
+    processing without one (a lost enqueue or a killed worker), and payments whose 3-D Secure
+    challenge has passed its deadline (processing gives it up: funding._verification_check)."""
     now = now or timezone.now()
     # Short delays also ride a countdown; give those a head start before beat doubles them.
     grace = timedelta(seconds=settings.PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS)
@@ -24,6 +25,17 @@ def work_due(*, now=None, batch_size: int = 200) -> dict:
     payment_ids = list(
         Payment.objects.filter(status__in=Payment.OPEN, next_attempt_at__lte=now - grace)
         .exclude(status=Payment.Status.VERIFYING)
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    # A verifying payment's next_attempt_at is its challenge deadline; no countdown rides it,
+    # so no grace either. Rows from before the deadline existed fall back to updated_at.
+    verification_timeout = timedelta(seconds=settings.PAYMENTS_VERIFICATION_TIMEOUT_SECONDS)
+    payment_ids += list(
+        Payment.objects.filter(status=Payment.Status.VERIFYING)
+        .filter(
+            Q(next_attempt_at__lte=now)
+            | Q(next_attempt_at__isnull=True, updated_at__lt=now - verification_timeout)
+        )
         .values_list("pk", flat=True)[:batch_size]
     )
     payment_ids += list(

@@ -187,6 +187,9 @@ def _apply_successes(candidates) -> tuple[set[int], set[int]]:
             payment.status = Status.COMPLETED
             payment.completed_at = payment.updated_at = now
             payment.next_attempt_at = None
+            # Leaving verifying forgets the 3-D Secure challenge (funding.transition).
+            payment.next_action = {}
+            payment.gateway_client_secret = ""
             payment.milestone = milestones[payment.milestone_id]
             emit_payment(
                 "payment.status_updated",
@@ -207,6 +210,8 @@ def _apply_successes(candidates) -> tuple[set[int], set[int]]:
                     "completed_at": now,
                     "updated_at": now,
                     "next_attempt_at": None,
+                    "next_action": {},
+                    "gateway_client_secret": "",
                 },
                 per_row={
                     payment.pk: {

@@ -22,6 +22,7 @@ from payments.exceptions import (
     WebhookRejected,
 )
 from payments.gateways import IntentResult, RefundResult, TransferResult
+from payments.gateways.base import next_action_from
 from payments.locks import payment_for_update
 from payments.models import Payment, Payout, Refund, WebhookEvent
 from payments.services import funding, payouts, refunds
@@ -269,6 +270,8 @@ def _intent_from(obj: dict) -> IntentResult:
         failure_code=error.get("decline_code") or error.get("code") or "",
         failure_message=error.get("message") or "",
         metadata=obj.get("metadata") or {},
+        next_action=next_action_from(obj),
+        client_secret=obj.get("client_secret") or "",
     )
 
 

@@ -68,6 +68,7 @@ def test_with_stripe_keys_the_policy_allows_exactly_what_stripe_js_needs(client,
 
     from common.middleware import ContentSecurityPolicyMiddleware
 
+    settings.PAYMENT_GATEWAY = "stripe"
     settings.STRIPE_PUBLISHABLE_KEY = "pk_test_123"
     middleware = ContentSecurityPolicyMiddleware(lambda request: HttpResponse())
 
@@ -77,3 +78,19 @@ def test_with_stripe_keys_the_policy_allows_exactly_what_stripe_js_needs(client,
     assert "connect-src 'self' https://api.stripe.com" in policy
     assert "frame-src https://js.stripe.com https://hooks.stripe.com" in policy
     assert "unsafe-inline" not in policy
+
+
+def test_a_publishable_key_without_the_stripe_gateway_keeps_stripe_js_out(client, settings):
+    """Stripe.js is loaded only with PAYMENT_GATEWAY=stripe, so only then may the policy
+    allow js.stripe.com; a key left in the environment of a sandbox setup changes nothing."""
+    from django.http import HttpResponse
+
+    from common.middleware import ContentSecurityPolicyMiddleware
+
+    settings.PAYMENT_GATEWAY = "sandbox"
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_123"
+    middleware = ContentSecurityPolicyMiddleware(lambda request: HttpResponse())
+
+    policy = middleware(client.get("/accounts/login/").wsgi_request)["Content-Security-Policy"]
+
+    assert "stripe.com" not in policy

@@ -103,3 +103,14 @@ def test_changing_a_payout_account_in_the_admin_keeps_one_row(admin_client, cont
     assert list(PayoutAccount.objects.values_list("pk", "provider", "account_id")) == [
         (account.pk, "sandbox", "acct_new")
     ]
+
+
+def test_the_payment_page_never_shows_a_3d_secure_client_secret(admin_client, milestone, settings):
+    """Operators see a verifying payment but not the client secret that could confirm it."""
+    settings.SANDBOX_AUTHENTICATION = "challenge"
+    payment = fund(milestone, "pm_card_authenticationRequired")
+    assert payment.status == "verifying" and payment.gateway_client_secret
+
+    html = admin_client.get(f"/admin/payments/payment/{payment.pk}/change/").content.decode()
+
+    assert payment.gateway_client_secret not in html

@@ -271,3 +271,57 @@ def test_small_payments_go_to_the_default_queue(homeowner, milestone, settings):
         fund(homeowner, milestone)
 
     assert apply_async.call_args.kwargs["queue"] == "default"
+
+
+def test_the_priority_threshold_is_scaled_by_each_currencys_exponent(settings):
+    """The threshold means the same number of major units in every currency: 10,000.00 USD is
+    1,000,000 cents, 10,000 JPY is 10,000 yen and 10,000.000 KWD is 10,000,000 fils, instead
+    of 1,000,000 minor units of each (a million yen would not have been high priority)."""
+    from payments.services.funding import high_priority_threshold, is_high_priority
+
+    settings.PAYMENTS_HIGH_PRIORITY_AMOUNT = 1_000_000
+    settings.PAYMENTS_HIGH_PRIORITY_AMOUNTS = {}
+
+    assert high_priority_threshold("usd") == 1_000_000
+    assert high_priority_threshold("jpy") == 10_000
+    assert high_priority_threshold("kwd") == 10_000_000
+    assert is_high_priority(1_000_000, "jpy")
+    assert not is_high_priority(1_000_000, "kwd")
+    assert not is_high_priority(1_000_000, "usd")
+
+
+def test_a_per_currency_priority_threshold_overrides_the_scaled_one(settings):
+    """An operator who wants a threshold at today's exchange rate sets it per currency, in
+    that currency's minor units; the others keep the scaled default."""
+    from payments.services.funding import high_priority_threshold, is_high_priority
+
+    settings.PAYMENTS_HIGH_PRIORITY_AMOUNT = 1_000_000
+    settings.PAYMENTS_HIGH_PRIORITY_AMOUNTS = {"jpy": 1_500_000}
+
+    assert high_priority_threshold("jpy") == 1_500_000
+    assert not is_high_priority(1_000_000, "jpy")
+    assert is_high_priority(1_500_001, "jpy")
+    assert high_priority_threshold("eur") == 1_000_000
+
+
+def test_a_zero_decimal_payment_is_queued_by_its_own_threshold(homeowner, contractor, settings):
+    """With a yen threshold of 1,500,000, funding a milestone of 1,200,000 yen stays on the
+    default queue (compared as raw minor units with the USD-sized 1,000,000 it went high) and
+    one of 2,000,000 yen goes to the high queue."""
+    from unittest import mock
+
+    from payments import tasks
+    from tests.escrow.factories import MilestoneFactory, ProjectFactory
+
+    settings.PAYMENTS_HIGH_PRIORITY_AMOUNT = 1_000_000
+    settings.PAYMENTS_HIGH_PRIORITY_AMOUNTS = {"jpy": 1_500_000}
+    project = ProjectFactory(homeowner=homeowner.user, contractor=contractor.user, currency="jpy")
+    small = MilestoneFactory(project=project, amount=1_200_000)
+    large = MilestoneFactory(project=project, amount=2_000_000)
+
+    with mock.patch.object(tasks.payment_process_task, "apply_async") as apply_async:
+        fund(homeowner, small)
+        fund(homeowner, large)
+
+    queues = [call.kwargs["queue"] for call in apply_async.call_args_list]
+    assert queues == ["default", "high"]

@@ -472,3 +472,134 @@ def test_a_card_refused_on_attach_adds_no_method(homeowner, proxy):
 
     assert response.status_code == 422
     assert not PaymentMethod.objects.exists()
+
+
+# --- 3-D Secure: the payer's next action, failure and abandonment ----------------------------
+
+
+def three_d_secure_payment(homeowner, milestone, localstripe) -> Payment:
+    method = localstripe.client().v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": "4000002760003184", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    payment = fund(homeowner, milestone, method["id"])
+    assert payment.status == "verifying"
+    return payment
+
+
+def localstripe_authenticate(localstripe, intent_id: str, success: bool) -> None:
+    import requests
+
+    intent = localstripe.client().v1.payment_intents.retrieve(intent_id)
+    response = requests.post(
+        f"{localstripe.url}/v1/payment_intents/{intent_id}/_authenticate",
+        data={"client_secret": intent["client_secret"], "success": "true" if success else "false"},
+        headers={"Authorization": "Bearer sk_test_localstripe"},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.content
+
+
+def deadline_passes(payment: Payment) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Payment.objects.filter(pk=payment.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_a_3ds_payment_gives_the_payer_what_stripe_js_needs(
+    homeowner, contractor, milestone, localstripe
+):
+    """Stripe asks for 3-D Secure (next_action use_stripe_sdk): the payer's view of the payment
+    carries that type and the intent's client secret for stripe.handleNextAction; the
+    payee's carries nothing."""
+    payment = three_d_secure_payment(homeowner, milestone, localstripe)
+    intent = localstripe.client().v1.payment_intents.retrieve(payment.gateway_payment_id)
+
+    payer_view = homeowner.get(f"/api/v1/payments/{payment.pk}").json()
+    payee_view = contractor.get(f"/api/v1/payments/{payment.pk}").json()
+
+    assert payer_view["next_action"] == {
+        "type": "use_stripe_sdk",
+        "client_secret": intent["client_secret"],
+    }
+    assert payee_view["next_action"] is None
+
+
+def test_an_abandoned_stripe_challenge_is_cancelled_at_stripe(homeowner, milestone, localstripe):
+    """Nobody completes the challenge: after the deadline work_due asks Stripe (still
+    requires_action), cancels the PaymentIntent there, and the payment is cancelled with the
+    milestone back to pending."""
+    from payments.services import work_due
+
+    payment = three_d_secure_payment(homeowner, milestone, localstripe)
+    deadline_passes(payment)
+
+    work_due()
+
+    payment.refresh_from_db()
+    assert payment.status == "cancelled"
+    assert payment.failure_code == "authentication_abandoned"
+    intent = localstripe.client().v1.payment_intents.retrieve(payment.gateway_payment_id)
+    assert intent["status"] == "canceled"
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.PENDING
+
+
+def test_a_failed_stripe_challenge_is_rejected_and_its_intent_closed(
+    homeowner, milestone, localstripe
+):
+    """The card holder fails 3-D Secure (localstripe sends no webhook for it): at the deadline
+    Stripe's answer, authentication failed, rejects the payment (not abandoned), the milestone
+    is pending again, and the intent is cancelled at Stripe so its secret cannot confirm it
+    with another card later."""
+    from payments.services import work_due
+
+    payment = three_d_secure_payment(homeowner, milestone, localstripe)
+    localstripe_authenticate(localstripe, payment.gateway_payment_id, success=False)
+    deadline_passes(payment)
+
+    work_due()
+
+    payment.refresh_from_db()
+    assert payment.status == "rejected"
+    assert payment.failure_code == "payment_intent_authentication_failure"
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.PENDING
+    intent = localstripe.client().v1.payment_intents.retrieve(payment.gateway_payment_id)
+    assert intent["status"] == "canceled"
+
+
+def test_stripes_authentication_failure_webhook_rejects_the_payment(
+    homeowner, milestone, localstripe, client
+):
+    """Stripe's payment_intent.payment_failed for a failed challenge (recorded shape) rejects
+    the verifying payment at once and puts the milestone back to pending."""
+    payment = three_d_secure_payment(homeowner, milestone, localstripe)
+    event = json.loads((RECORDINGS / "event_payment_intent_authentication_failed.json").read_text())
+    event["data"]["object"].update(
+        id=payment.gateway_payment_id,
+        amount=payment.amount,
+        metadata={"payment_id": str(payment.pk)},
+    )
+    body = json.dumps(event).encode()
+
+    response = client.post(
+        "/webhooks/stripe/",
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body, WEBHOOK_SECRET),
+    )
+
+    assert response.status_code == 200
+    payment.refresh_from_db()
+    assert payment.status == "rejected"
+    assert payment.failure_code == "payment_intent_authentication_failure"
+    assert payment.gateway_client_secret == "" and payment.next_action == {}
+    milestone.refresh_from_db()
+    assert milestone.status == Milestone.Status.PENDING

@@ -110,6 +110,9 @@ def build(group, homeowner, contractor, cases=CASES):
                 status=payment_status,
                 gateway_payment_id="" if bare else f"pi_{group}_placeholder_{milestone.pk}",
                 next_attempt_at=timezone.now(),
+                # A 3-D Secure challenge in progress: success forgets it on both paths.
+                next_action={"type": "use_stripe_sdk"} if payment_status == "verifying" else {},
+                gateway_client_secret="pi_secret" if payment_status == "verifying" else "",
             )
             if not bare:
                 payment.gateway_payment_id = f"pi_{group}_{payment.pk}"
@@ -177,6 +180,8 @@ def snapshot(group_rows, normalise=None):
                 n.text(payment.gateway_charge_id),
                 payment.completed_at is not None,
                 payment.next_attempt_at is None,
+                payment.next_action,
+                payment.gateway_client_secret,
             )
         )
     for milestone in Milestone.objects.filter(pk__in=milestone_ids).order_by("pk"):

@@ -303,6 +303,10 @@ def test_event_summaries_read_as_sentences():
     assert presenters.event_summary(
         "payment.failed", {**data, "failure_code": "card_declined"}
     ) == ("Payment of 2,500.00 USD failed (card_declined)")
+    assert presenters.event_summary(
+        "payment.failed",
+        {**data, "failure_code": "x", "failure_message": "Your card was declined."},
+    ) == ("Payment of 2,500.00 USD failed: Your card was declined.")
     assert presenters.event_summary("something.new", {}) == "something: new"
 
 

@@ -7,8 +7,11 @@ It accepts Stripe's test payment-method names and behaves like Stripe does for t
 | pm_card_visa, pm_card_mastercard, pm_card_amex | authorized (manual capture) or succeeded |
 | pm_card_chargeDeclined | declined, code card_declined |
 | pm_card_chargeDeclinedInsufficientFunds | declined, code insufficient_funds |
-| pm_card_authenticationRequired | requires_action (our `verifying`); the simulated customer
-  completes 3-D Secure a short delay later, then it is authorized/succeeded |
+| pm_card_authenticationRequired | requires_action (our `verifying`) with a redirect_to_url
+  next action to the sandbox's challenge page (`views.py`, /sandbox/3ds/<intent>/), where the
+  card holder passes it (authorized/succeeded) or fails it (requires_payment_method,
+  payment_intent_authentication_failure); SANDBOX_AUTHENTICATION=auto: a simulated card
+  holder passes it a short delay later |
 | pm_card_timeout | the first call per idempotency key is carried out but times out (unknown
   outcome); the same key then returns the stored result |
 | pm_card_serverError | the first call per idempotency key fails with a 500 and does nothing |

@@ -3,6 +3,7 @@
 import json
 import secrets
 import time
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -17,6 +18,7 @@ from payments.gateways.base import (
     MethodInfo,
     RefundResult,
     TransferResult,
+    next_action_from,
 )
 from payments.gateways.sandbox.delivery import Delivery, schedule, take_fault
 from payments.signatures import sign
@@ -38,6 +40,12 @@ DECLINE_MESSAGES = {
     "card_declined": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
 }
+
+
+def challenge_url(payment_id: str, client_secret: str) -> str:
+    """The sandbox's 3-D Secure page for an intent (a path on our own site); the client secret
+    in it is what lets the page act (only the payer is given the URL)."""
+    return f"/sandbox/3ds/{payment_id}/?{urlencode({'client_secret': client_secret})}"
 
 
 def _new_id(prefix: str) -> str:
@@ -128,6 +136,8 @@ class SandboxGateway(Gateway):
             failure_code=error.get("code", ""),
             failure_message=error.get("message", ""),
             metadata=data.get("metadata", {}),
+            next_action=next_action_from(data),
+            client_secret=data.get("client_secret") or "",
         )
 
     # --- the interface ----------------------------------------------------------------------
@@ -184,6 +194,16 @@ class SandboxGateway(Gateway):
             data["_error"] = error
         elif behaviour == "authentication":
             data["status"] = "requires_action"
+            data["client_secret"] = f"{data['id']}_secret_{secrets.token_hex(12)}"
+            # Like Stripe's redirect_to_url: the card holder's browser goes to the sandbox's
+            # challenge page (payments/gateways/sandbox/views.py), which passes or fails it.
+            data["next_action"] = {
+                "type": "redirect_to_url",
+                "redirect_to_url": {
+                    "url": challenge_url(data["id"], data["client_secret"]),
+                    "return_url": None,
+                },
+            }
         else:
             self._charge(data)
         obj, created = self._store(
@@ -197,7 +217,8 @@ class SandboxGateway(Gateway):
             self._event("payment_intent.payment_failed", public)
         elif behaviour == "authentication":
             self._event("payment_intent.requires_action", public)
-            schedule(Delivery(kind="authenticate", object_id=data["id"]))
+            if getattr(settings, "SANDBOX_AUTHENTICATION", "challenge") == "auto":
+                schedule(Delivery(kind="authenticate", object_id=data["id"]))
         else:
             self._event_for_status(public)
         if fault == "timeout":
@@ -221,15 +242,58 @@ class SandboxGateway(Gateway):
             self._event("payment_intent.amount_capturable_updated", public)
 
     def complete_authentication(self, *, payment_id: str) -> IntentResult:
-        """The simulated customer finished 3-D Secure successfully."""
+        """The card holder passed 3-D Secure: the intent is authorized (or succeeds) and its
+        webhook follows. Anything but requires_action is returned unchanged."""
         with transaction.atomic():
-            obj = self._get(payment_id, "payment_intent")
+            obj = self._get_for_update(payment_id)
             if obj.data["status"] != "requires_action":
                 return self._intent(obj.data)
+            obj.data["next_action"] = None
             self._charge(obj.data)
             self._save(obj)
         self._event_for_status(_public(obj.data))
         return self._intent(obj.data)
+
+    def fail_authentication(self, *, payment_id: str) -> IntentResult:
+        """The card holder failed 3-D Secure: as at Stripe, the intent goes back to
+        requires_payment_method with payment_intent_authentication_failure, and
+        payment_intent.payment_failed follows. Anything but requires_action is unchanged."""
+        with transaction.atomic():
+            obj = self._get_for_update(payment_id)
+            if obj.data["status"] != "requires_action":
+                return self._intent(obj.data)
+            obj.data["next_action"] = None
+            obj.data["status"] = "requires_payment_method"
+            obj.data["last_payment_error"] = {
+                "code": "payment_intent_authentication_failure",
+                "message": "The provided PaymentMethod has failed authentication.",
+            }
+            self._save(obj)
+        self._event("payment_intent.payment_failed", _public(obj.data))
+        return self._intent(obj.data)
+
+    def authenticate(self, *, payment_id: str, client_secret: str, success: bool) -> IntentResult:
+        """The challenge page's answer. The client secret proves the caller is the card
+        holder's browser (as with Stripe); a wrong one is refused and changes nothing."""
+        obj = self._get(payment_id, "payment_intent")
+        expected = obj.data.get("client_secret") or ""
+        if not expected or not secrets.compare_digest(expected, client_secret or ""):
+            raise InvalidRequest("No such payment intent.", code="resource_missing")
+        if success:
+            return self.complete_authentication(payment_id=payment_id)
+        return self.fail_authentication(payment_id=payment_id)
+
+    def _get_for_update(self, object_id: str):
+        from payments.models import SandboxObject
+
+        obj = (
+            SandboxObject.objects.select_for_update()
+            .filter(object_id=object_id, kind="payment_intent")
+            .first()
+        )
+        if obj is None:
+            raise InvalidRequest(f"No such payment_intent: {object_id}", code="resource_missing")
+        return obj
 
     def _mutate(self, operation: str, key: str, payment_id: str, change) -> IntentResult:
         fault = self._fault(operation)
@@ -273,6 +337,7 @@ class SandboxGateway(Gateway):
                     code="payment_intent_unexpected_state",
                 )
             data["status"] = "canceled"
+            data["next_action"] = None
             return "payment_intent.canceled"
 
         return self._mutate("cancel", idempotency_key, payment_id, change)
