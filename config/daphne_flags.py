@@ -7,7 +7,7 @@ channel only has an idle timeout (60 s, not configurable through Daphne), restar
 byte received, so a client trickling a byte now and then holds a connection open for ever
 ("slowloris"). The deployment therefore sits behind a proxy that bounds the whole header
 read: nginx with `client_header_timeout` (deploy/nginx.conf, the `proxy` service of
-docker-compose.yml; tests/config/test_proxy.py proves it)."""
+docker-compose.yml; tests/config/test_serving.py proves it)."""
 
 import os
 
