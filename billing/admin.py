@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from billing.models import PaymentDueReminder
-from escrow.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 
 
 @admin.register(PaymentDueReminder)

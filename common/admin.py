@@ -63,3 +63,21 @@ class ServiceFormMixin:
 
 def is_service_form(model_admin: admin.ModelAdmin) -> bool:
     return bool(getattr(model_admin, "service_form", False))
+
+
+class ReadOnlyMixin:
+    """For rows only services write (the ledger, the event store, gateway records): operators
+    with view permission read them; nobody adds, changes or deletes them in the admin."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    pass

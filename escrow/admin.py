@@ -7,7 +7,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
-from common.admin import ServiceFormMixin
+from common.admin import ReadOnlyAdmin, ServiceFormMixin
 from common.errors import DomainError
 from escrow import money, services
 from escrow.models import (
@@ -18,17 +18,6 @@ from escrow.models import (
     Posting,
     Project,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _run_service(modeladmin, request, queryset, service, label):

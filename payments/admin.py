@@ -2,7 +2,7 @@
 
 from django.contrib import admin, messages
 
-from common.admin import ServiceFormMixin
+from common.admin import ReadOnlyMixin, ServiceFormMixin
 from common.errors import DomainError
 from payments import breaker, services
 from payments.models import (
@@ -18,17 +18,6 @@ from payments.models import (
     WebhookEvent,
 )
 from realtime.selectors import event_list_for_aggregate
-
-
-class ReadOnlyMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class GatewayAttemptInline(ReadOnlyMixin, admin.TabularInline):

@@ -5,21 +5,10 @@ notifications and the event store are read-only."""
 
 from django.contrib import admin, messages
 
-from common.admin import ServiceFormMixin
+from common.admin import ReadOnlyAdmin, ServiceFormMixin
 from common.errors import DomainError
 from realtime.models import Event, Notification, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from realtime.services import webhooks as webhook_services
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Event)
