@@ -4,6 +4,7 @@ answered 2xx, each event is stored once and each effect happens once."""
 import json
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -239,14 +240,16 @@ def _client(party):
 
 
 def _race(requests: list) -> list[int]:
-    """Send each (party, path, body) from its own thread, all released at once by a barrier;
-    the status codes in order."""
+    """Send each (party, path, body[, delay in seconds]) from its own thread, all released at
+    once by a barrier (then each after its delay); the status codes in order."""
     barrier = threading.Barrier(len(requests))
 
     def send(request):
-        party, path, body = request
+        party, path, body, *delay = request
         client = _client(party)
         barrier.wait(timeout=30)
+        if delay:
+            time.sleep(delay[0])
         try:
             return client.post(path, body, format="json").status_code
         finally:
@@ -304,3 +307,58 @@ def test_operator_refunds_racing_the_homeowners_milestone_refund_refund_the_amou
         assert refunded.count() == refunds.count()
         assert Milestone.objects.get(pk=payment.milestone_id).status == "refunded"
         call_command("check_ledger", stdout=StringIO())  # SystemExit(1) on any violation
+
+
+def test_an_operator_refund_racing_the_release_leaves_the_money_in_one_place(
+    homeowner, contractor, operator
+):
+    """Regression (issue 14, item 2), as a real race: an operator's refund of 6,000 sent at the
+    same moment as the homeowner's approval of the submitted 10,000 milestone. Whichever takes
+    the milestone's lock first, the money ends in exactly one place: either the refund holds
+    6,000 and the release moves only the other 4,000, or the release moves all of it and the
+    refund is refused (400/409) before the gateway is asked. No refund is left pending, no
+    webhook parked, the contractor's payable plus what was refunded is the 10,000 (less the
+    fee on what was released), and check_ledger holds. Before, the refund was created from a
+    balance the release then moved too, and its confirmation was re-queued for ever."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from escrow import selectors as escrow_selectors
+    from payments.models import Refund
+    from tests.escrow.factories import ProjectFactory
+
+    outcomes = set()
+    # The approval leaves later and later, so that some rounds see the refund created first.
+    for delay in (0, 0.02, 0.05, 0.1, 0.2, 0.4):
+        project = ProjectFactory(homeowner=homeowner.user, contractor=contractor.user)
+        payment = fund(MilestoneFactory(project=project, amount=10_000))
+        milestone_id = payment.milestone_id
+        assert contractor.post(f"/api/v1/milestones/{milestone_id}/submit").status_code == 200
+
+        statuses = _race(
+            [
+                (operator, f"/api/v1/payments/{payment.pk}/refunds", {"amount": 6_000}),
+                (homeowner, f"/api/v1/milestones/{milestone_id}/approve", {}, delay),
+            ]
+        )
+        sandbox.flush()
+
+        refund_status, approve_status = statuses
+        assert approve_status == 200, statuses
+        assert refund_status in {201, 400, 409}, statuses
+        milestone = Milestone.objects.get(pk=milestone_id)
+        assert milestone.status == "released"
+        payment.refresh_from_db()
+        refunds = Refund.objects.filter(payment=payment)
+        assert not refunds.exclude(status="succeeded").exists()
+        refunded = 6_000 if refund_status == 201 else 0
+        assert payment.amount_refunded == refunded
+        assert refunds.count() == (1 if refunded else 0)
+        released = JournalEntry.objects.get(reference=f"release:{milestone_id}").amount
+        assert released + refunded == 10_000
+        assert escrow_selectors.milestone_escrow_balance(milestone=milestone) == 0
+        assert not WebhookEvent.objects.filter(status__in=["parked", "failed"]).exists()
+        call_command("check_ledger", stdout=StringIO())  # SystemExit(1) on any violation
+        outcomes.add(refund_status)
+    assert 201 in outcomes  # at least one round had the refund first (the held case)
