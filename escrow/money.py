@@ -1,39 +1,25 @@
-"""Currencies and the one rounding rule for fees.
+"""The one rounding rule for fees, and the largest amount we accept.
 
-Amounts are integers in the currency's minor unit; a zero-decimal currency (jpy, krw, ...)
-simply has exponent 0, so no arithmetic here ever looks at the exponent except for display.
+Amounts are integers in the currency's minor unit; currencies and their display are in
+common.money (a zero-decimal currency simply has exponent 0, so no arithmetic here ever looks
+at the exponent).
 """
 
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 
-# ISO 4217 exponents for the currencies we accept (Stripe's list, common ones).
-CURRENCY_EXPONENTS: dict[str, int] = {
-    "usd": 2, "eur": 2, "gbp": 2, "cad": 2, "aud": 2, "nzd": 2, "chf": 2, "sek": 2, "nok": 2,
-    "dkk": 2, "pln": 2, "czk": 2, "huf": 2, "mxn": 2, "brl": 2, "sgd": 2, "hkd": 2, "inr": 2,
-    "zar": 2, "ils": 2, "aed": 2, "thb": 2, "php": 2, "myr": 2, "ron": 2, "try": 2,
-    "jpy": 0, "krw": 0, "vnd": 0, "clp": 0, "isk": 0, "ugx": 0, "xof": 0, "xaf": 0,
-    "bhd": 3, "kwd": 3, "jod": 3, "omr": 3, "tnd": 3,
-}  # fmt: skip
-ZERO_DECIMAL = frozenset(code for code, exponent in CURRENCY_EXPONENTS.items() if exponent == 0)
+# Re-exported: escrow's callers name currencies through escrow.money as before.
+from common.money import (  # noqa: F401
+    CURRENCY_EXPONENTS,
+    ZERO_DECIMAL,
+    exponent,
+    format_amount,
+    is_supported_currency,
+)
 
 # The largest single amount we accept, in minor units (Stripe's own limit for a charge).
 MAX_AMOUNT = 99_999_999
-
-
-def is_supported_currency(code: str) -> bool:
-    return isinstance(code, str) and code in CURRENCY_EXPONENTS
-
-
-def exponent(code: str) -> int:
-    return CURRENCY_EXPONENTS[code]
-
-
-def format_amount(amount: int, currency: str) -> str:
-    digits = CURRENCY_EXPONENTS.get(currency, 2)
-    value = Decimal(amount).scaleb(-digits)
-    return f"{value:,.{digits}f} {currency.upper()}"
 
 
 def platform_fee_percent() -> Decimal:

@@ -2,7 +2,7 @@
 
 from django import template
 
-from escrow.money import CURRENCY_EXPONENTS, format_amount
+from common.money import CURRENCY_EXPONENTS, format_amount
 from portal import presenters
 
 register = template.Library()

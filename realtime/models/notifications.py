@@ -14,6 +14,9 @@ class Notification(models.Model):
         PAYMENT_DUE = "payment_due"
         WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint_disabled"
         CIRCUIT_BREAKER = "circuit_breaker"
+        MILESTONE_FUNDED = "milestone_funded"
+        INSPECTION_REQUESTED = "inspection_requested"
+        MILESTONE_REFUNDED = "milestone_refunded"
 
     class EmailStatus(models.TextChoices):
         NOT_WANTED = "not_wanted"

@@ -10,6 +10,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.money import format_amount
 from realtime.exceptions import NotificationNotFound
 from realtime.models import Event, Notification, NotificationPreference
 
@@ -36,6 +37,24 @@ def _rule_for(event: Event) -> _Rule | None:
         )
     if event.type == "milestone.released":
         return _Rule(Notification.Kind.FUNDS_RELEASED, "payee", "Funds were released to you")
+    if event.type == "milestone.funded":
+        return _Rule(
+            Notification.Kind.MILESTONE_FUNDED,
+            "payee",
+            "A milestone is funded: the money is held in escrow and you can start the work",
+        )
+    if event.type == "milestone.status_updated" and data.get("new_status") == "inspection":
+        return _Rule(
+            Notification.Kind.INSPECTION_REQUESTED,
+            "payee",
+            "The homeowner asked for an inspection before approving",
+        )
+    if event.type == "milestone.refunded":
+        return _Rule(
+            Notification.Kind.MILESTONE_REFUNDED,
+            "payee",
+            "Money held for a milestone was refunded to the homeowner",
+        )
     if event.type.startswith("dispute."):
         return _Rule(Notification.Kind.DISPUTE_UPDATED, "parties", "A dispute was updated")
     if event.type == "billing.payment_due":
@@ -82,14 +101,32 @@ def _describe(event: Event) -> tuple[str, str]:
     parts = []
     if data.get("title"):
         parts.append(str(data["title"]))
-    if data.get("amount") is not None and data.get("currency"):
-        parts.append(f"{data['amount']} {str(data['currency']).upper()} (minor units)")
-    if data.get("failure_code"):
-        parts.append(f"reason: {data['failure_code']}")
-    if data.get("new_status"):
-        parts.append(f"status: {data['new_status']}")
+    amount = data.get("refunded_amount", data.get("amount"))
+    if isinstance(amount, int) and data.get("currency"):
+        parts.append(format_amount(amount, str(data["currency"])))
+    if event.type == "payment.failed":
+        # The gateway's words for the payer ("Your card was declined."), never its code.
+        parts.append(str(data.get("failure_message") or "The payment did not go through."))
+    elif data.get("new_status"):
+        parts.append(f"now {_STATUS_WORDS.get(data['new_status'], data['new_status'])}")
     url = f"/projects/{data['project_id']}/" if data.get("project_id") else ""
     return "; ".join(parts), url
+
+
+# Status values in words, for people (the raw values stay in the API, events and admin).
+_STATUS_WORDS = {
+    "pending": "waiting for funding",
+    "funding": "being funded",
+    "funded": "funded and held in escrow",
+    "submitted": "submitted for review",
+    "inspection": "waiting for an inspection",
+    "approved": "approved",
+    "released": "released to the contractor",
+    "refunded": "refunded to the homeowner",
+    "disputed": "frozen while a dispute is open",
+    "split": "split between both parties",
+    "cancelled": "cancelled",
+}
 
 
 def _describe_breaker(event_type: str, data: dict) -> str:

@@ -94,6 +94,7 @@ def test_a_failed_payment_notifies_the_payer_named_in_the_data():
             "status": "failed",
             "payer_id": homeowner.pk,
             "failure_code": "card_declined",
+            "failure_message": "Your card was declined.",
         },
         audience=[homeowner, milestone.project.contractor],
         aggregate=("payment", 3),
@@ -101,7 +102,10 @@ def test_a_failed_payment_notifies_the_payer_named_in_the_data():
 
     notification = Notification.objects.get()
     assert notification.user == homeowner
-    assert "card_declined" in notification.body
+    # Told in words and money as people write it (issue 16), never the code or minor units.
+    assert "Your card was declined." in notification.body
+    assert "0.10 USD" in notification.body
+    assert "card_declined" not in notification.body and "minor units" not in notification.body
 
 
 def test_dispute_updates_notify_every_party():
@@ -191,3 +195,54 @@ def test_preferences_api(homeowner):
 
     assert response.json()["email_enabled"] is False
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("type", "extra", "kind"),
+    [
+        ("milestone.funded", {}, "milestone_funded"),
+        ("milestone.status_updated", {"new_status": "inspection"}, "inspection_requested"),
+        ("milestone.refunded", {"refunded_amount": 2500}, "milestone_refunded"),
+    ],
+)
+def test_the_contractor_is_told_when_a_milestone_is_funded_inspected_or_refunded(type, extra, kind):
+    """The contractor hears of what concerns them (they can start; an inspection was asked
+    for; money went back), not only of releases; the homeowner gets none of these."""
+    milestone = MilestoneFactory(amount=175050)
+
+    milestone_event(milestone, type=type, **extra)
+
+    (notification,) = Notification.objects.all()
+    assert (notification.user_id, notification.kind) == (milestone.project.contractor_id, kind)
+    amount = "25.00 USD" if "refunded_amount" in extra else "1,750.50 USD"
+    assert amount in notification.body
+
+
+@pytest.mark.parametrize(
+    ("type", "extra"),
+    [
+        ("milestone.status_updated", {"new_status": "submitted"}),
+        ("milestone.released", {}),
+        ("milestone.funded", {}),
+        ("milestone.status_updated", {"new_status": "inspection"}),
+        ("milestone.refunded", {"refunded_amount": 175050}),
+        ("billing.payment_due", {}),
+        ("payment.failed", {"failure_message": "Your card has insufficient funds."}),
+    ],
+)
+def test_every_notification_and_its_email_write_money_through_the_formatter(type, extra):
+    """Whatever the rule, an amount in a notification and its e-mail is formatted money
+    (common.money.format_amount), never the raw count of minor units."""
+    from common.money import format_amount
+
+    milestone = MilestoneFactory(amount=175050)
+
+    milestone_event(milestone, type=type, **extra)
+
+    notifications = list(Notification.objects.all())
+    assert notifications
+    for notification in notifications:
+        assert format_amount(175050, "usd") in notification.body
+        assert "175050" not in notification.body and "minor units" not in notification.body
+    for message in mail.outbox:
+        assert "175050" not in message.body and "minor units" not in message.body
