@@ -233,17 +233,41 @@ def _money(data: dict, key: str = "amount") -> str:
         return ""
 
 
-def event_summary(event_type: str, data: dict) -> str:
-    """One readable line for an event of the store (activity feed, timelines)."""
+def _payment_party(data: dict, viewer) -> str:
+    """ "payer", "payee" or "" (an operator, or nobody given: the full, raw account)."""
+    viewer_id = getattr(viewer, "pk", None)
+    if viewer_id is None or getattr(viewer, "is_staff", False):
+        return ""
+    if viewer_id == data.get("payer_id"):
+        return "payer"
+    if viewer_id == data.get("payee_id"):
+        return "payee"
+    return ""
+
+
+def event_summary(event_type: str, data: dict, viewer=None) -> str:
+    """One readable line for an event of the store (activity feed, timelines), told for
+    `viewer`: each party reads what concerns them, in words (the contractor never sees the
+    homeowner's card or decline reason); operators and callers without a viewer get the
+    full account with the raw status values and codes."""
     title = f"“{data['title']}”" if data.get("title") else ""
     amount = _money(data)
     label = STATUS_LABELS.get(str(data.get("new_status") or data.get("status") or ""), "")
+    party = _payment_party(data, viewer) if event_type.startswith("payment.") else ""
     if event_type == "payment.started":
         return f"Payment of {amount} started"
     if event_type == "payment.status_updated":
+        if party:
+            new = STATUS_LABELS.get(str(data.get("new_status")), str(data.get("new_status")))
+            return f"Payment of {amount}: {new.lower()}"
         return f"Payment of {amount}: {data.get('previous_status')} → {data.get('new_status')}"
     if event_type == "payment.completed":
         return f"Payment of {amount} completed"
+    if event_type == "payment.failed" and party == "payee":
+        return f"The homeowner's payment of {amount} did not go through; nothing is needed from you"
+    if event_type == "payment.failed" and party == "payer":
+        reason = data.get("failure_message") or "the card was not charged."
+        return f"Payment of {amount} failed: {reason}"
     if event_type == "payment.failed":
         if data.get("failure_message"):
             return f"Payment of {amount} failed: {data['failure_message']}"

@@ -27,6 +27,9 @@ def payment_data(payment: Payment, **extra) -> dict:
         "amount_refunded": payment.amount_refunded,
         "milestone_id": payment.milestone_id,
         "project_id": payment.project_id,
+        # Who is who, so each reader is told what concerns them (portal, notifications).
+        "payer_id": payment.payer_id,
+        "payee_id": payment.payee_id,
         "failure_code": payment.failure_code or None,
         **extra,
     }

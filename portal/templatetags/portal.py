@@ -28,8 +28,9 @@ def status_label(status) -> str:
 
 
 @register.filter
-def event_summary(event) -> str:
-    return presenters.event_summary(event.type, event.data or {})
+def event_summary(event, viewer=None) -> str:
+    """`{{ event|event_summary:user }}`: the event told for the person reading the page."""
+    return presenters.event_summary(event.type, event.data or {}, viewer)
 
 
 @register.simple_tag

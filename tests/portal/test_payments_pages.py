@@ -103,7 +103,9 @@ def test_fund_with_a_saved_card_starts_a_payment(milestone):
     html = response.content.decode()
     assert "Payment started for “Cabinets”" in html
     assert f'data-payment-status="{payment.pk}"' in html
-    assert "Transaction timeline" in html and "payment.started" in html
+    # The event's raw name is for machines (an attribute) and operators; people read words.
+    assert "Transaction timeline" in html and 'data-event-type="payment.started"' in html
+    assert "Payment of " in html and "started" in html
 
 
 def test_funding_twice_reports_the_conflict_and_creates_no_second_payment(milestone):

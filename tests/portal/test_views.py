@@ -351,3 +351,51 @@ def test_cancel_a_pending_milestone_after_confirmation(project, milestone):
     csrf_post(client, f"/milestones/{milestone.pk}/cancel", {"confirm": "yes"})
     milestone.refresh_from_db()
     assert milestone.status == Milestone.Status.CANCELLED
+
+
+def test_a_failed_payment_is_told_to_each_party_in_their_own_words():
+    """Issue 16: the contractor is told the homeowner's payment did not go through and that
+    nothing is needed from them, never the card's decline reason; the homeowner reads the
+    reason in words; an operator (or no viewer) gets the full account with the code."""
+    from types import SimpleNamespace
+
+    data = {
+        "amount": 175050,
+        "currency": "usd",
+        "payer_id": 1,
+        "payee_id": 2,
+        "failure_code": "insufficient_funds",
+        "failure_message": "Your card has insufficient funds.",
+    }
+    homeowner = SimpleNamespace(pk=1, is_staff=False)
+    contractor = SimpleNamespace(pk=2, is_staff=False)
+    operator = SimpleNamespace(pk=3, is_staff=True)
+
+    told_contractor = presenters.event_summary("payment.failed", data, contractor)
+    told_homeowner = presenters.event_summary("payment.failed", data, homeowner)
+    told_operator = presenters.event_summary("payment.failed", data, operator)
+
+    assert told_contractor == (
+        "The homeowner's payment of 1,750.50 USD did not go through; nothing is needed from you"
+    )
+    assert "insufficient" not in told_contractor
+    assert told_homeowner == "Payment of 1,750.50 USD failed: Your card has insufficient funds."
+    assert presenters.event_summary(
+        "payment.failed", {**data, "failure_message": ""}, homeowner
+    ) == ("Payment of 1,750.50 USD failed: the card was not charged.")
+    assert told_operator == "Payment of 1,750.50 USD failed: Your card has insufficient funds."
+
+
+def test_payment_steps_read_in_words_for_the_parties():
+    from types import SimpleNamespace
+
+    data = {"amount": 500, "currency": "usd", "payer_id": 1, "payee_id": 2}
+    data |= {"previous_status": "initiated", "new_status": "processing"}
+    party = SimpleNamespace(pk=2, is_staff=False)
+
+    assert presenters.event_summary("payment.status_updated", data, party) == (
+        "Payment of 5.00 USD: processing"
+    )
+    assert presenters.event_summary("payment.status_updated", data) == (
+        "Payment of 5.00 USD: initiated → processing"
+    )
