@@ -28,7 +28,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from config import daphne_flags
@@ -55,6 +58,7 @@ def embedded_broker(environ) -> bool:
 def worker_command(run_dir: Path) -> list[str]:
     return [
         str(BIN / "celery"),
+        "--quiet",  # no banner: `make run`'s log is the site's
         "-A",
         "config",
         "worker",
@@ -82,6 +86,26 @@ def daphne_command(daphne: str, fd: int, *, proxy_headers: bool) -> list[str]:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def announce_when_ready(host: str, port: int, *, timeout: float = 120.0) -> bool:
+    """Print "Ready: <url>" once the site answers (the socket is bound before Daphne runs,
+    so a connection alone proves nothing; an HTTP answer from /healthz does)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 (a display name)
+    url = f"http://{shown}:{port}/"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}healthz", timeout=2):  # noqa: S310 (our own)
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered (503 while a dependency is down is still an answer)
+        except OSError:
+            time.sleep(0.2)
+            continue
+        print(f"Ready: {url}", flush=True)
+        return True
+    return False
 
 
 def main() -> int:
@@ -130,10 +154,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     children = [spawn(index) for index in range(len(commands))]
     print(
-        f"serving on http://{args.host}:{args.port} with {args.workers} Daphne process(es)"
+        f"starting http://{args.host}:{args.port} with {args.workers} Daphne process(es)"
         + (f" and a Celery worker with beat (broker in {env['RUN_DIR']})" if with_worker else ""),
         flush=True,
     )
+    threading.Thread(target=announce_when_ready, args=(args.host, args.port), daemon=True).start()
     status = 0
     while not stopping:
         for index, child in enumerate(children):

@@ -516,5 +516,10 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         # django-axes: failures and lockouts are warnings; its per-login bookkeeping is not news.
         "axes": {"level": "WARNING"},
+        # A line per task run is for debugging (LOG_LEVEL=DEBUG shows them); failures are
+        # logged at ERROR by Celery and by our own services.
+        "celery.app.trace": {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"},
+        # kombu names the host of a filesystem:// broker URL, which has none; that is not news.
+        "kombu.connection": {"level": "ERROR"},
     },
 }
