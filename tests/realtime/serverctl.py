@@ -58,7 +58,35 @@ def revoke_keys(arguments):
     return {"revoked": True}
 
 
-COMMANDS = {"setup": setup, "emit": emit_events, "revoke": revoke_keys}
+def sign_in(arguments):
+    """A new portal session for the user, as a login makes it; returns the session key."""
+    from django.test import Client
+
+    from accounts.models import User
+
+    client = Client()
+    client.force_login(User.objects.get(pk=arguments["user"]))
+    return {"session": client.cookies["sessionid"].value}
+
+
+def deactivate(arguments):
+    from accounts.models import User
+    from accounts.services import user_set_active
+
+    root = User.objects.filter(is_superuser=True).first() or User.objects.create_superuser(
+        f"root{User.objects.count()}", "", None
+    )
+    user_set_active(user_id=arguments["user"], is_active=False, actor=root)
+    return {"deactivated": True}
+
+
+COMMANDS = {
+    "setup": setup,
+    "emit": emit_events,
+    "revoke": revoke_keys,
+    "sign_in": sign_in,
+    "deactivate": deactivate,
+}
 
 
 def main() -> None:
