@@ -3,8 +3,11 @@
 Every WebSocket joins channel-layer groups for what authenticated it (realtime.consumers): its
 session, or its API key, and its user. Logging out, changing the password, deactivating the
 user and revoking a key send one message to the matching group after commit; every server
-process holding such a connection hears it (the Redis layer spans processes; the embedded
-in-memory layer is one process, and its consumers also re-check periodically) and closes it.
+process holding such a connection hears it and closes it: the Redis layer spans processes;
+the embedded in-memory layer reaches only its own, so there the message is also written to
+ConnectionClose, in the caller's transaction, and every process's realtime.tailer reads it
+within REALTIME_TAIL_SECONDS. Consumers also re-check their credential periodically, for a
+message lost anyway.
 
 Group names never carry the session key itself: a group name is visible to anyone who can list
 the channel layer's Redis channels, and the session key is the credential. They carry a
@@ -15,13 +18,18 @@ realtime (the dependency runs realtime → accounts); realtime's consumer joins 
 
 import hashlib
 import logging
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
 # The message type the consumer handles (EventsConsumer.auth_ended).
 MESSAGE_TYPE = "auth.ended"
+# How long a ConnectionClose row is kept: far longer than any process's tail period.
+KEEP_FOR = timedelta(minutes=10)
 
 
 class Reason:
@@ -60,9 +68,23 @@ def close_for_user(user_id: int, *, reason: str, sessions_only: bool) -> None:
     _send_on_commit(user_group(user_id), reason=reason, sessions_only=sessions_only)
 
 
+def message_for(*, reason: str, sessions_only: bool) -> dict:
+    return {"type": MESSAGE_TYPE, "reason": reason, "sessions_only": sessions_only}
+
+
 def _send_on_commit(group: str, *, reason: str, sessions_only: bool = False) -> None:
-    message = {"type": MESSAGE_TYPE, "reason": reason, "sessions_only": sessions_only}
+    if _layer_is_per_process():
+        from accounts.models import ConnectionClose
+
+        ConnectionClose.objects.filter(created_at__lt=timezone.now() - KEEP_FOR).delete()
+        ConnectionClose.objects.create(group=group, reason=reason, sessions_only=sessions_only)
+    message = message_for(reason=reason, sessions_only=sessions_only)
     transaction.on_commit(lambda: _send(group, message))
+
+
+def _layer_is_per_process() -> bool:
+    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+    return backend == "channels.layers.InMemoryChannelLayer" and settings.REALTIME_TAIL_SECONDS > 0
 
 
 def _send(group: str, message: dict) -> None:

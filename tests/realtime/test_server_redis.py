@@ -3,7 +3,6 @@ to its own clients, presence is shared, revocation and slow-client drops work ac
 and a dropped client resumes without losing anything."""
 
 import asyncio
-import http.client
 import json
 import os
 import uuid
@@ -14,7 +13,14 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.realtime.conftest import requires_redis
 from tests.realtime.servers import Daphne, migrated_sqlite, server_env, serverctl
-from tests.realtime.test_server import next_event, next_json, subscribed
+from tests.realtime.test_server import (
+    closed_code,
+    log_out,
+    next_event,
+    next_json,
+    session_socket,
+    subscribed,
+)
 
 pytestmark = [pytest.mark.asyncio, requires_redis]
 
@@ -118,38 +124,6 @@ async def test_revoking_a_key_closes_its_connections_on_every_process_with_4001(
             codes.append(closed.value.rcvd.code)
 
     assert codes == [4001, 4001]
-
-
-def session_socket(server, session_key):
-    return connect(
-        server.ws_url,
-        origin=f"http://127.0.0.1:{server.port}",
-        additional_headers={"Cookie": f"sessionid={session_key}"},
-    )
-
-
-async def closed_code(websocket, timeout=1) -> int:
-    """The close code the server sends within `timeout` seconds, skipping messages before."""
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(websocket.recv(), timeout)
-    return closed.value.rcvd.code
-
-
-def log_out(server, session_key) -> int:
-    """POST /accounts/logout/ as the browser holding this session does (with its CSRF token)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    token = "a" * 32
-    connection.request(
-        "POST",
-        "/accounts/logout/",
-        headers={
-            "Cookie": f"sessionid={session_key}; csrftoken={token}",
-            "X-CSRFToken": token,
-            "Origin": f"http://127.0.0.1:{server.port}",
-        },
-    )
-    return connection.getresponse().status
 
 
 async def test_logging_out_closes_that_sessions_sockets_on_every_process_and_no_other(servers):
