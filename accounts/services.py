@@ -141,14 +141,17 @@ def api_key_revoke(*, api_key_id: int, actor: User) -> ApiKey:
     """Revoke a key of the actor's (operators: anyone's). Idempotent: revoking twice keeps the
     first time. Raises ApiKeyNotFound. After commit, the connections the key opened close."""
     keys = ApiKey.objects.all() if actor.is_staff else ApiKey.objects.filter(user=actor)
-    updated = keys.filter(pk=api_key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    try:
-        api_key = keys.get(pk=api_key_id)
-    except ApiKey.DoesNotExist as exc:
-        raise ApiKeyNotFound() from exc
-    if updated:
-        # After commit: the key's open WebSocket connections close (accounts.connections).
-        connections.close_for_api_key(api_key.pk)
+    with transaction.atomic():
+        updated = keys.filter(pk=api_key_id, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        try:
+            api_key = keys.get(pk=api_key_id)
+        except ApiKey.DoesNotExist as exc:
+            raise ApiKeyNotFound() from exc
+        if updated:
+            # After commit: the key's open WebSocket connections close (accounts.connections).
+            connections.close_for_api_key(api_key.pk)
     return api_key
 
 
