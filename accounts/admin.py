@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from accounts import services
+from accounts.forms import AdminPasswordChangeForm
 from accounts.models import ApiKey, User
 
 # Only a superuser edits these; for anyone else they are shown, never a form field.
@@ -14,12 +15,15 @@ class UserAdmin(BaseUserAdmin):
 
     `is_staff` is never a form field: it follows the role (user_set_role). `is_superuser` is
     granted with `manage.py createsuperuser`, not here. A role change goes through
-    user_set_role; the rest of the form (names, e-mail, active) is saved as usual."""
+    user_set_role, activation through user_set_active (which closes a deactivated user's
+    live connections), a password through user_password_set; the rest of the form (names,
+    e-mail) is saved as usual."""
 
     list_display = ["username", "email", "role", "is_staff", "is_active", "date_joined"]
     list_filter = ["role", "is_staff", "is_active"]
     fieldsets = (*BaseUserAdmin.fieldsets, ("Marketplace", {"fields": ("role",)}))
     add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Marketplace", {"fields": ("role",)}))
+    change_password_form = AdminPasswordChangeForm
 
     def get_readonly_fields(self, request, obj=None):
         readonly = [*super().get_readonly_fields(request, obj), "is_staff", "is_superuser"]
@@ -37,14 +41,22 @@ class UserAdmin(BaseUserAdmin):
         if not change:
             self._add_through_service(obj, form)
             return
-        new_role = obj.role
+        new_role, new_is_active = obj.role, obj.is_active
         role_changed = "role" in form.changed_data
+        active_changed = "is_active" in form.changed_data
         if role_changed:
             obj.role = form.initial["role"]  # saved below with is_staff still matching
+        if active_changed:
+            obj.is_active = form.initial["is_active"]  # through the service, below
         super().save_model(request, obj, form, change)
         if role_changed:
             saved = services.user_set_role(user_id=obj.pk, role=new_role, actor=request.user)
             obj.role, obj.is_staff = saved.role, saved.is_staff
+        if active_changed:
+            saved = services.user_set_active(
+                user_id=obj.pk, is_active=new_is_active, actor=request.user
+            )
+            obj.is_active = saved.is_active
 
     def _add_through_service(self, obj, form):
         usable = form.cleaned_data.get("usable_password") != "false"

@@ -23,3 +23,10 @@ class RoleChangeNotAllowed(DomainError):
 
     code = "role_change_not_allowed"
     http_status = 403
+
+
+class UserChangeNotAllowed(DomainError):
+    """Only a superuser activates or deactivates a user."""
+
+    code = "user_change_not_allowed"
+    http_status = 403

@@ -76,3 +76,19 @@ class ApiKey(models.Model):
     @staticmethod
     def hash(raw_key: str) -> str:
         return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class ConnectionClose(models.Model):
+    """A close message for live connections (accounts.connections), kept for a few minutes
+    so that server processes that do not share a channel layer (embedded mode: several
+    `make serve` processes, each with its in-memory layer) read it from here
+    (realtime.tailer) and close their own connections too. Written in the transaction of the
+    change that ended the credential."""
+
+    group = models.CharField(max_length=100)
+    sessions_only = models.BooleanField(default=False)
+    reason = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.reason} → {self.group}"

@@ -6,7 +6,14 @@ import secrets
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.exceptions import ApiKeyNotFound, RoleChangeNotAllowed, UsernameTaken, UserNotFound
+from accounts import connections
+from accounts.exceptions import (
+    ApiKeyNotFound,
+    RoleChangeNotAllowed,
+    UserChangeNotAllowed,
+    UsernameTaken,
+    UserNotFound,
+)
 from accounts.lockout import normalize_login_username
 from accounts.models import ApiKey, User
 
@@ -67,6 +74,59 @@ def user_set_role(*, user_id: int, role: str, actor: User) -> User:
     return user
 
 
+def user_password_set(*, user_id: int, password: str | None) -> User:
+    """Give a user a new password (already validated by the caller's form), or, with None, an
+    unusable one (no password login). Every session signed in with the old password ends:
+    Django refuses a session whose password hash no longer matches, and after commit every
+    WebSocket a session of this user opened closes (accounts.connections); API keys and their
+    connections are unaffected. The caller keeps its own session with
+    update_session_auth_hash (Django's password views and the admin do). Raises UserNotFound.
+    Joins the caller's transaction."""
+    with transaction.atomic():
+        user = User.objects.select_for_update(of=("self",)).filter(pk=user_id).first()
+        if user is None:
+            raise UserNotFound()
+        if password is None:
+            user.set_unusable_password()
+        else:
+            user.set_password(password)
+        user.save(update_fields=["password"])
+        connections.close_for_user(
+            user.pk, reason=connections.Reason.PASSWORD_CHANGED, sessions_only=True
+        )
+    logger.info("user password changed", extra={"user_id": user.pk})
+    return user
+
+
+def user_set_active(*, user_id: int, is_active: bool, actor: User) -> User:
+    """Activate or deactivate a user. A deactivated user's sessions and API keys stop working
+    at once (Django's backend and accounts.authentication refuse inactive users) and, after
+    commit, every WebSocket connection of theirs closes (accounts.connections).
+
+    Caller: a superuser (who alone may change users, accounts.permissions). Idempotent: the
+    same state returns the user unchanged. Joins the caller's transaction (the admin's change
+    form holds one). Raises UserChangeNotAllowed for anyone else, UserNotFound."""
+    if not (actor.is_active and actor.is_superuser):
+        raise UserChangeNotAllowed()
+    with transaction.atomic():
+        user = User.objects.select_for_update(of=("self",)).filter(pk=user_id).first()
+        if user is None:
+            raise UserNotFound()
+        if user.is_active == is_active:
+            return user
+        user.is_active = is_active
+        user.save(update_fields=["is_active"])
+        if not is_active:
+            connections.close_for_user(
+                user.pk, reason=connections.Reason.USER_DEACTIVATED, sessions_only=False
+            )
+    logger.info(
+        "user activated" if is_active else "user deactivated",
+        extra={"user_id": user.pk, "actor_id": actor.pk},
+    )
+    return user
+
+
 def api_key_create(*, user: User, name: str = "") -> tuple[ApiKey, str]:
     """Create a key and return it with the raw key, which is shown once and never stored."""
     prefix = secrets.token_hex(4)
@@ -79,36 +139,20 @@ def api_key_create(*, user: User, name: str = "") -> tuple[ApiKey, str]:
 
 def api_key_revoke(*, api_key_id: int, actor: User) -> ApiKey:
     """Revoke a key of the actor's (operators: anyone's). Idempotent: revoking twice keeps the
-    first time. Raises ApiKeyNotFound."""
+    first time. Raises ApiKeyNotFound. After commit, the connections the key opened close."""
     keys = ApiKey.objects.all() if actor.is_staff else ApiKey.objects.filter(user=actor)
-    updated = keys.filter(pk=api_key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    try:
-        api_key = keys.get(pk=api_key_id)
-    except ApiKey.DoesNotExist as exc:
-        raise ApiKeyNotFound() from exc
-    if updated:
-        _notify_revoked(api_key)
-    return api_key
-
-
-def _notify_revoked(api_key: ApiKey) -> None:
-    """Close the key's open WebSocket connections (realtime listens on this group)."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if layer is None:
-        return
-
-    def send():
+    with transaction.atomic():
+        updated = keys.filter(pk=api_key_id, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
         try:
-            async_to_sync(layer.group_send)(
-                f"apikey.{api_key.pk}", {"type": "auth.revoked", "api_key_id": api_key.pk}
-            )
-        except Exception:  # best effort; open connections re-check their key periodically
-            logger.warning("could not notify revoked key", extra={"api_key_id": api_key.pk})
-
-    transaction.on_commit(send)
+            api_key = keys.get(pk=api_key_id)
+        except ApiKey.DoesNotExist as exc:
+            raise ApiKeyNotFound() from exc
+        if updated:
+            # After commit: the key's open WebSocket connections close (accounts.connections).
+            connections.close_for_api_key(api_key.pk)
+    return api_key
 
 
 def api_key_touch(*, api_key: ApiKey, min_interval_seconds: int = 60) -> None:

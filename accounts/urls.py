@@ -1,6 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from accounts.forms import PasswordChangeForm
+
 urlpatterns = [
     # Failed logins are limited by django-axes (settings "Login lockout"), here and in the admin.
     path(
@@ -10,10 +12,13 @@ urlpatterns = [
         ),
         name="login",
     ),
+    # Logging out closes the session's WebSockets (accounts.apps: user_logged_out).
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "password/",
-        auth_views.PasswordChangeView.as_view(template_name="accounts/password_change.html"),
+        auth_views.PasswordChangeView.as_view(
+            template_name="accounts/password_change.html", form_class=PasswordChangeForm
+        ),
         name="password_change",
     ),
     path(

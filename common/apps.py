@@ -7,3 +7,6 @@ class CommonConfig(AppConfig):
 
     def ready(self) -> None:
         from common import checks  # noqa: F401  (registers the system checks)
+        from common.request_id import install_log_record_factory
+
+        install_log_record_factory()

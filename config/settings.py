@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response and every log record of the request carry its id.
+    "common.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before WhiteNoise, so static files carry the policy too: every response does.
     "common.middleware.ContentSecurityPolicyMiddleware",
@@ -298,7 +300,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "common.api.pagination.CursorPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "common.api.exceptions.exception_handler",
+    # common.api.exceptions.exception_handler, plus the request id in the body.
+    "EXCEPTION_HANDLER": "common.request_id.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
@@ -458,7 +461,9 @@ USE_TZ = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not DEBUG and env.bool("SECURE_COOKIES", default=True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-CSRF_FAILURE_VIEW = "common.api.exceptions.csrf_failure"
+# A form from a page opened before a logout (or another sign-in) explains itself in the site's
+# layout and offers to sign in again; API paths get the JSON error body.
+CSRF_FAILURE_VIEW = "common.views.csrf_failure"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
@@ -505,7 +510,10 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "common.logging.RedactSecretsFilter"}},
+    "filters": {
+        "redact": {"()": "common.logging.RedactSecretsFilter"},
+        "request_id": {"()": "common.request_id.RequestIdFilter"},
+    },
     "formatters": {"json": {"()": "common.logging.JsonFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"]}
@@ -513,6 +521,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Django logs a 4xx/5xx response after the middleware returned: the id from the request.
+        "django.request": {"filters": ["request_id"]},
         "daphne": {"level": "WARNING"},
         # django-axes: failures and lockouts are warnings; its per-login bookkeeping is not news.
         "axes": {"level": "WARNING"},

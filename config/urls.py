@@ -36,5 +36,11 @@ urlpatterns = [
     path("sandbox/3ds/<str:intent_id>/", sandbox_views.challenge, name="sandbox-3ds"),
 ]
 
+# The site's own error pages (API paths: the JSON error body), with the request id.
+handler400 = "common.views.bad_request"
+handler403 = "common.views.permission_denied"
+handler404 = "common.views.page_not_found"
+handler500 = "common.views.server_error"
+
 admin.site.site_header = "Escrow payments — operations"
 admin.site.site_title = "Escrow payments"

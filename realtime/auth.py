@@ -1,5 +1,6 @@
-"""WebSocket authentication (`?token=<api key>` or the portal session cookie), the Origin
-rule, and a probe of how much the server still has to write to the client."""
+"""WebSocket authentication (`?token=<api key>` or the portal session cookie), the groups that
+close a connection when what authenticated it ends, the Origin rule, and a probe of how much
+the server still has to write to the client."""
 
 import functools
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +36,42 @@ class _TokenAuthMiddleware:
         else:
             scope["auth_method"] = "session"
         return await self.inner(scope, receive, send)
+
+
+def auth_groups(scope) -> list[str]:
+    """The channel-layer groups a connection joins so that ending its credential closes it
+    (accounts.connections sends to them): its user's, and its session's or its API key's."""
+    from accounts import connections
+
+    groups = [connections.user_group(scope["user"].pk)]
+    if scope.get("api_key_id"):
+        groups.append(connections.api_key_group(scope["api_key_id"]))
+    elif scope.get("auth_method") == "session" and scope["session"].session_key:
+        groups.append(connections.session_group(scope["session"].session_key))
+    return groups
+
+
+async def credential_is_current(scope) -> bool:
+    """Whether what authenticated this connection still would: the API key is neither revoked
+    nor its user deactivated; the session still exists, for this user, with the password it
+    was signed in with, and the user is active (Django's own session check, on a fresh read
+    of the session). The periodic re-check behind the close messages, which may be lost."""
+    if scope.get("api_key_id"):
+        from realtime import selectors
+
+        return await database_sync_to_async(selectors.api_key_is_active)(
+            api_key_id=scope["api_key_id"]
+        )
+    from importlib import import_module
+
+    from channels.auth import get_user
+
+    session_key = scope["session"].session_key
+    if not session_key:
+        return False
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = await get_user({"session": store})
+    return user.is_authenticated and user.pk == scope["user"].pk
 
 
 def header(scope, name: bytes) -> str | None:

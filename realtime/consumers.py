@@ -1,7 +1,9 @@
 """`/ws/`: one consumer per connection. It authenticates, authorizes each channel through a
 selector, replays from the event store, then forwards live events. It writes nothing.
 
-Close codes: 4001 the API key was revoked; 4008 the client fell too far behind (its send
+Close codes: 4001 what authenticated the connection ended (the session logged out, the
+password changed, the user was deactivated, the API key was revoked: accounts.connections);
+4008 the client fell too far behind (its send
 queue overflowed): reconnect and subscribe with `last_event_id` to get what it missed."""
 
 import asyncio
@@ -15,7 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime import selectors
-from realtime.auth import origin_is_allowed
+from realtime.auth import auth_groups, credential_is_current, origin_is_allowed
 from realtime.presence import presence_store
 from realtime.tailer import latest_position, tailer
 
@@ -108,8 +110,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
         # The default subscription starts before the handshake completes, so that nothing
         # the client does once connected can fall between the two (the outbox holds
         # anything that arrives meanwhile).
-        if self.api_key_id:
-            await self.channel_layer.group_add(f"apikey.{self.api_key_id}", self.channel_name)
+        self.auth_groups = auth_groups(self.scope)
+        for group in self.auth_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self._live_from_now(await self._add([f"user.{self.user_id}.payments"]))
         await self.accept()
         tailer.attach(self.channel_layer)
@@ -123,8 +126,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
         tailer.detach(self.channel_layer)
         for task in list(self.tasks):
             task.cancel()
-        if self.api_key_id:
-            await self.channel_layer.group_discard(f"apikey.{self.api_key_id}", self.channel_name)
+        for group in self.auth_groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
         await self._remove(list(self.subscriptions))
 
     async def receive(self, text_data=None, bytes_data=None):
@@ -309,7 +312,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
         except _Overflow:
             await self._overflow()
 
-    async def auth_revoked(self, message: dict) -> None:
+    async def auth_ended(self, message: dict) -> None:
+        # A password change ends the user's sessions; their API keys keep working.
+        if message.get("sessions_only") and self.api_key_id:
+            return
         await self._close(CLOSE_AUTH_REVOKED)
 
     # --- sending -----------------------------------------------------------------------------
@@ -388,15 +394,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 await presence_store().refresh(
                     self.presence_channels, self.channel_name, self.user_id, self.username
                 )
-            # The revocation message is best effort (sent after commit); this catches a
-            # lost one.
-            if self.api_key_id and beats % recheck_every == 0:
-                active = await database_sync_to_async(selectors.api_key_is_active)(
-                    api_key_id=self.api_key_id
-                )
-                if not active:
-                    await self._close(CLOSE_AUTH_REVOKED)
-                    return
+            # The close message (accounts.connections) is best effort, sent after commit;
+            # this catches a lost one.
+            if beats % recheck_every == 0 and not await credential_is_current(self.scope):
+                await self._close(CLOSE_AUTH_REVOKED)
+                return
 
     def _start(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)

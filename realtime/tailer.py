@@ -6,8 +6,10 @@ must still reach clients connected to another. So, when the layer is the in-memo
 process tails the event store while it has connections: every REALTIME_TAIL_SECONDS it reads
 events with a larger position than it has seen and sends them to its own groups. Positions
 become visible in order (realtime.sequencer), so a position-ordered read never skips one;
-consumers drop the copy of an event they already got from their own process. With Redis this
-is off: the pub/sub layer spans processes."""
+consumers drop the copy of an event they already got from their own process. The same loop
+reads the close messages for connections whose credential ended (accounts.ConnectionClose:
+a logout, a password change, a deactivation, a revoked key handled by another process). With
+Redis this is off: the pub/sub layer spans processes."""
 
 import asyncio
 import logging
@@ -30,6 +32,18 @@ def latest_position() -> int:
         .first()
         or 0
     )
+
+
+def latest_close_id() -> int:
+    from accounts.models import ConnectionClose
+
+    return ConnectionClose.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def _closes_after(after: int):
+    from accounts.models import ConnectionClose
+
+    return list(ConnectionClose.objects.filter(pk__gt=after).order_by("pk")[:BATCH])
 
 
 def _events_after(after: int):
@@ -58,16 +72,24 @@ class EventTailer:
             self.connections = max(0, self.connections - 1)
 
     async def _run(self, layer) -> None:
+        from accounts.connections import message_for
         from realtime.publishing import group_message
 
         cursor = await database_sync_to_async(latest_position)()
+        close_cursor = await database_sync_to_async(latest_close_id)()
         while self.connections > 0:
             await asyncio.sleep(settings.REALTIME_TAIL_SECONDS)
             try:
                 events = await database_sync_to_async(_events_after)(cursor)
+                closes = await database_sync_to_async(_closes_after)(close_cursor)
             except Exception:  # a database hiccup must not end live delivery for good
                 logger.exception("event tail read failed")
                 continue
+            for close in closes:
+                message = message_for(reason=close.reason, sessions_only=close.sessions_only)
+                await layer.group_send(close.group, message)
+            if closes:
+                close_cursor = closes[-1].pk
             for event in events:
                 for channel in event.channels:
                     await layer.group_send(channel, group_message(event, channel))

@@ -5,7 +5,6 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
-from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -86,10 +85,3 @@ def api_not_found(request, exception=None):
     """Any method on a path under /api/v1/ that names no endpoint. CSRF-exempt: it changes
     nothing, and the CSRF check would otherwise answer a POST with Django's HTML 403."""
     return json_error(404, "not_found", "No such endpoint.")
-
-
-def csrf_failure(request, reason: str = ""):
-    """CSRF_FAILURE_VIEW: under /api/ the contract's JSON 403, elsewhere Django's page."""
-    if request.path.startswith("/api/"):
-        return json_error(403, "csrf_failed", f"CSRF check failed: {reason}")
-    return django_csrf_failure(request, reason=reason)

@@ -6,6 +6,9 @@
 // the page in place: statuses and balances at once from the event, then the server-rendered
 // fragments of the regions that care ([data-live-region]) swapped in and highlighted where
 // they changed. Reconnects with exponential backoff and jitter; #connection shows the state.
+// When the server closes with CLOSE_AUTH_ENDED (the session logged out, the password changed,
+// the user was deactivated) or keeps refusing the handshake, it asks /api/v1/me whether this
+// browser is still signed in as this page's user: if not, the page says so and stops.
 
 const body = document.body;
 const userId = body.dataset.userId;
@@ -49,6 +52,8 @@ const SEEN_LIMIT = 500;
 // Event types that may create an in-app notification (realtime/services/notifications.py
 // _rule_for; tests/portal/test_live_client.py checks the server's own emitted names match).
 const NOTIFYING = /^(payment\.failed|billing\.payment_due|milestone\.|dispute\.|circuit_breaker\.(opened|closed))/;
+// realtime/consumers.py CLOSE_AUTH_REVOKED: what authenticated the connection ended.
+const CLOSE_AUTH_ENDED = 4001;
 
 const indicator = document.getElementById("connection");
 const announcer = document.getElementById("live-announcer");
@@ -63,6 +68,9 @@ let pongTimer = null;
 let lastEventId = 0;
 let seen = [];
 let resyncing = false;
+let failedHandshakes = 0;
+let authEnded = false;
+let signedOut = false;
 
 function readStorage(key, fallback) {
   try {
@@ -84,8 +92,16 @@ function writeStorage(key, value) {
 function setState(state) {
   if (!indicator) return;
   indicator.dataset.state = state;
-  indicator.textContent = { online: "live", connecting: "connecting…", offline: "offline" }[state];
-  indicator.title = state === "online" ? "Live updates on" : "Live updates off; reconnecting";
+  indicator.textContent = {
+    online: "live",
+    connecting: "connecting…",
+    offline: "offline",
+    "signed-out": "signed out",
+  }[state];
+  indicator.title = {
+    online: "Live updates on",
+    "signed-out": "Live updates off: you were signed out",
+  }[state] || "Live updates off; reconnecting";
 }
 
 function channels() {
@@ -101,10 +117,15 @@ function socketUrl() {
 
 function connect() {
   clearTimeout(reconnectTimer);
+  if (signedOut) return;
   setState("connecting");
   const ws = new WebSocket(socketUrl());
   socket = ws;
+  let opened = false;
   ws.addEventListener("open", () => {
+    opened = true;
+    failedHandshakes = 0;
+    authEnded = false;
     const wanted = channels();
     const message = { type: "subscribe", channels: wanted };
     if (lastEventId > 0) message.last_event_id = lastEventId;
@@ -120,12 +141,77 @@ function connect() {
     }
     receive(payload);
   });
-  ws.addEventListener("close", () => {
+  ws.addEventListener("close", (event) => {
     if (socket !== ws) return;
     stopPing();
     setState("offline");
-    scheduleReconnect();
+    if (event.code === CLOSE_AUTH_ENDED) {
+      // Try once more first: after a password change in another tab of this browser the
+      // cookie is still good (the server renews it in that tab's response, just after
+      // closing every socket of the user), and the new socket simply opens.
+      authEnded = true;
+      scheduleReconnect();
+    } else if (!opened && (authEnded || ++failedHandshakes >= 2)) {
+      // A refused handshake looks like a network error here; the server knows which.
+      checkSignedIn();
+    } else {
+      scheduleReconnect();
+    }
   });
+}
+
+async function checkSignedIn() {
+  let response;
+  try {
+    response = await fetch("/api/v1/me", {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "application/json" },
+    });
+  } catch {
+    scheduleReconnect(); // the server is unreachable, not necessarily us signed out
+    return;
+  }
+  if (response.status === 401 || response.status === 403) {
+    showSignedOut();
+    return;
+  }
+  if (response.ok) {
+    let me = null;
+    try {
+      me = await response.json();
+    } catch {
+      // Not the API's answer (a proxy's page?): keep trying, as after a network error.
+    }
+    if (me && String(me.id) !== userId) {
+      showSignedOut(); // this browser is signed in as someone else now
+      return;
+    }
+  }
+  scheduleReconnect();
+}
+
+function showSignedOut() {
+  signedOut = true;
+  clearTimeout(reconnectTimer);
+  stopPing();
+  setState("signed-out");
+  if (document.getElementById("signed-out")) return;
+  const notice = document.createElement("div");
+  notice.id = "signed-out";
+  notice.className = "message error signed-out";
+  notice.setAttribute("role", "alert");
+  const link = document.createElement("a");
+  const here = location.pathname + location.search;
+  link.href = `/accounts/login/?next=${encodeURIComponent(here)}`;
+  link.textContent = "Sign in again";
+  notice.append(
+    "You were signed out, so this page no longer updates and its buttons will not work. ",
+    link,
+    " to come back to this page.",
+  );
+  const main = document.getElementById("main");
+  (main || body).prepend(notice);
 }
 
 function scheduleReconnect() {

@@ -184,8 +184,9 @@ def test_reconnects_after_server_restart_and_gets_missed_events(portal_server, n
     data = portal_server.seed("active_project('restart', funded=True)")
     milestone_id = data["milestone_ids"][0]
     status = f'[data-milestone-status="{milestone_id}"]'
-    # While the server is down Chromium reports the refused WebSocket handshakes; expected.
-    watched = new_page(tolerated=("WebSocket connection to",))
+    # While the server is down Chromium reports the refused WebSocket handshakes, and the
+    # page's question whether it is still signed in (/api/v1/me, live.js); expected.
+    watched = new_page(tolerated=("WebSocket connection to", "net::ERR_CONNECTION_REFUSED"))
     page = watched.page
     login(page, data["homeowner"], data["password"])
     page.goto(f"/projects/{data['project_id']}/")
@@ -231,7 +232,7 @@ def test_resync_when_the_missed_events_are_no_longer_replayable(portal_server, n
     data = portal_server.seed("active_project('resync', funded=True)")
     milestone_id = data["milestone_ids"][0]
     status = f'[data-milestone-status="{milestone_id}"]'
-    watched = new_page(tolerated=("WebSocket connection to",))
+    watched = new_page(tolerated=("WebSocket connection to", "net::ERR_CONNECTION_REFUSED"))
     page = watched.page
     login(page, data["homeowner"], data["password"])
     page.goto(f"/projects/{data['project_id']}/")

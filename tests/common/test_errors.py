@@ -88,8 +88,9 @@ def test_unknown_api_path_with_a_key_and_an_idempotency_key_is_a_json_404(homeow
 
 
 def test_a_csrf_failure_under_the_api_is_the_json_error_body(rf):
-    """CSRF_FAILURE_VIEW answers API paths with the contract's body; pages keep Django's."""
-    from common.api.exceptions import csrf_failure
+    """CSRF_FAILURE_VIEW answers API paths with the contract's body; pages get the site's own
+    page (tests/common/test_views.py says what it tells)."""
+    from common.views import csrf_failure
 
     api = csrf_failure(rf.post("/api/v1/anything"), reason="CSRF cookie not set.")
     page = csrf_failure(rf.post("/accounts/login/"), reason="CSRF cookie not set.")

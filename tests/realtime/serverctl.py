@@ -58,18 +58,38 @@ def revoke_keys(arguments):
     return {"revoked": True}
 
 
-def session(arguments):
-    """A signed-in portal session for the user: the value of its `sessionid` cookie."""
+def sign_in(arguments):
+    """A new portal session for the user, as a login makes it: its `sessionid` cookie value
+    (under both names the tests use)."""
     from django.test import Client
 
     from accounts.models import User
 
     client = Client()
     client.force_login(User.objects.get(pk=arguments["user"]))
-    return {"sessionid": client.cookies["sessionid"].value}
+    key = client.cookies["sessionid"].value
+    return {"sessionid": key, "session": key}
 
 
-COMMANDS = {"setup": setup, "emit": emit_events, "revoke": revoke_keys, "session": session}
+def deactivate(arguments):
+    from accounts.models import User
+    from accounts.services import user_set_active
+
+    root = User.objects.filter(is_superuser=True).first() or User.objects.create_superuser(
+        f"root{User.objects.count()}", "", None
+    )
+    user_set_active(user_id=arguments["user"], is_active=False, actor=root)
+    return {"deactivated": True}
+
+
+COMMANDS = {
+    "setup": setup,
+    "emit": emit_events,
+    "revoke": revoke_keys,
+    "session": sign_in,
+    "sign_in": sign_in,
+    "deactivate": deactivate,
+}
 
 
 def main() -> None:

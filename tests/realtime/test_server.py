@@ -3,11 +3,12 @@ refused handshakes, both parties live on an action taken over HTTP, resume from 
 and a client that stops reading, which must not hold up anyone else."""
 
 import asyncio
+import http.client
 import json
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.realtime.servers import Daphne, migrated_sqlite, server_env, serverctl
 
@@ -47,6 +48,38 @@ async def subscribed(websocket, channels, last_event_id=None) -> dict:
         message = await next_json(websocket)
         if message["type"] == "subscribed":
             return message
+
+
+def session_socket(server, session_key):
+    return connect(
+        server.ws_url,
+        origin=f"http://127.0.0.1:{server.port}",
+        additional_headers={"Cookie": f"sessionid={session_key}"},
+    )
+
+
+async def closed_code(websocket, timeout=1) -> int:
+    """The close code the server sends within `timeout` seconds, skipping messages before."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(websocket.recv(), timeout)
+    return closed.value.rcvd.code
+
+
+def log_out(server, session_key) -> int:
+    """POST /accounts/logout/ as the browser holding this session does (with its CSRF token)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    token = "a" * 32
+    connection.request(
+        "POST",
+        "/accounts/logout/",
+        headers={
+            "Cookie": f"sessionid={session_key}; csrftoken={token}",
+            "X-CSRFToken": token,
+            "Origin": f"http://127.0.0.1:{server.port}",
+        },
+    )
+    return connection.getresponse().status
 
 
 async def refused_status(url, **kwargs) -> int:
@@ -205,3 +238,37 @@ async def test_two_embedded_mode_processes_reach_each_others_clients(tmp_path):
     assert seen_on_first["type"] == seen_on_second["type"] == "project.signed"
     assert seen_on_first["id"] == seen_on_second["id"]
     assert after == {"type": "pong"}  # the tailer's copy of it was dropped
+
+
+async def test_a_logout_on_one_embedded_mode_process_closes_the_sessions_socket_on_another(
+    tmp_path,
+):
+    """`make serve` without Redis: a browser's socket is on the second process, the logout
+    is handled by the first; the second closes it with 4001 within about a second (its tailer
+    reads the close from the database), and another session's socket there stays open."""
+    env = server_env(migrated_sqlite(tmp_path))
+    first = Daphne(env, tmp_path / "first.log").start()
+    second = Daphne(env, tmp_path / "second.log").start()
+    try:
+        world = serverctl(env, "setup")
+        user = world["homeowner"]["id"]
+        leaving = serverctl(env, "sign_in", user=user)["session"]
+        staying = serverctl(env, "sign_in", user=user)["session"]
+        async with (
+            session_socket(second, leaving) as leaving_socket,
+            session_socket(second, staying) as staying_socket,
+        ):
+            await subscribed(leaving_socket, [f"user.{user}.payments"])
+            await subscribed(staying_socket, [f"user.{user}.payments"])
+
+            status = await asyncio.to_thread(log_out, first, leaving)
+            code = await closed_code(leaving_socket, timeout=2)
+            await staying_socket.send(json.dumps({"type": "ping"}))
+            still_open = await next_json(staying_socket)
+    finally:
+        first.stop()
+        second.stop()
+
+    assert status == 302
+    assert code == 4001
+    assert still_open == {"type": "pong"}

@@ -13,7 +13,14 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.realtime.conftest import requires_redis
 from tests.realtime.servers import Daphne, migrated_sqlite, server_env, serverctl
-from tests.realtime.test_server import next_event, next_json, subscribed
+from tests.realtime.test_server import (
+    closed_code,
+    log_out,
+    next_event,
+    next_json,
+    session_socket,
+    subscribed,
+)
 
 pytestmark = [pytest.mark.asyncio, requires_redis]
 
@@ -117,6 +124,66 @@ async def test_revoking_a_key_closes_its_connections_on_every_process_with_4001(
             codes.append(closed.value.rcvd.code)
 
     assert codes == [4001, 4001]
+
+
+async def test_logging_out_closes_that_sessions_sockets_on_every_process_and_no_other(servers):
+    """Given one session's sockets on both processes and another session's, of the same user;
+    when the first session logs out through one process; then both its sockets close with 4001
+    within a second, and the other session's socket still receives the user's events."""
+    first, second = servers
+    world = serverctl(first.env, "setup")
+    user = world["homeowner"]["id"]
+    leaving = serverctl(first.env, "sign_in", user=user)["session"]
+    staying = serverctl(first.env, "sign_in", user=user)["session"]
+    async with (
+        session_socket(first, leaving) as leaving_on_first,
+        session_socket(second, leaving) as leaving_on_second,
+        session_socket(second, staying) as staying_on_second,
+    ):
+        for websocket in (leaving_on_first, leaving_on_second, staying_on_second):
+            await subscribed(websocket, [f"user.{user}.payments"])
+
+        status = await asyncio.to_thread(log_out, first, leaving)
+        codes = [await closed_code(leaving_on_first), await closed_code(leaving_on_second)]
+        ids = serverctl(
+            first.env, "emit", count=1, channels=[f"user.{user}.payments"], audience=[user]
+        )["ids"]
+        after = await next_event(staying_on_second)
+
+    assert status == 302
+    assert codes == [4001, 4001]
+    assert after["id"] == ids[0]
+
+
+async def test_deactivating_a_user_closes_all_their_sockets_on_every_process(servers):
+    """Given a user's session socket on one process and token socket on the other, and
+    another user's; when the user is deactivated; then both close with 4001 within a second
+    and the other user's socket stays open and receives."""
+    first, second = servers
+    world = serverctl(first.env, "setup")
+    user, contractor = world["homeowner"]["id"], world["contractor"]["id"]
+    session = serverctl(first.env, "sign_in", user=user)["session"]
+    async with (
+        session_socket(first, session) as by_session,
+        connect(token_url(second, world["homeowner"])) as by_token,
+        connect(token_url(second, world["contractor"])) as other,
+    ):
+        for websocket, owner in ((by_session, user), (by_token, user), (other, contractor)):
+            await subscribed(websocket, [f"user.{owner}.payments"])
+
+        await asyncio.to_thread(serverctl, first.env, "deactivate", user=user)
+        codes = [await closed_code(by_session), await closed_code(by_token)]
+        ids = serverctl(
+            first.env,
+            "emit",
+            count=1,
+            channels=[f"user.{contractor}.payments"],
+            audience=[contractor],
+        )["ids"]
+        after = await next_event(other)
+
+    assert codes == [4001, 4001]
+    assert after["id"] == ids[0]
 
 
 async def test_a_client_that_falls_behind_live_events_is_dropped_and_resumes_losing_nothing(
