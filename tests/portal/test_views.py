@@ -399,3 +399,20 @@ def test_payment_steps_read_in_words_for_the_parties():
     assert presenters.event_summary("payment.status_updated", data) == (
         "Payment of 5.00 USD: initiated → processing"
     )
+
+
+def test_the_homeowners_dashboard_offers_no_payable_column_and_says_who_is_signed_in(
+    project, milestone
+):
+    """Issue 16: a homeowner is never paid out, so "Payable to you" / "Paid out" are the
+    contractor's columns only; "Signed in as homeowner (homeowner)" read as a stutter."""
+    fund(milestone)
+    events_sequence_and_publish()
+
+    homeowners = browser_for(project.homeowner).get("/").content.decode()
+    contractors = browser_for(project.contractor).get("/").content.decode()
+
+    assert "Payable to you" not in homeowners and "balance-usd-payable" not in homeowners
+    assert "Earnings (not yet paid out)" in contractors and "balance-usd-paid_out" in contractors
+    assert f"Signed in as <strong>{project.homeowner.username}</strong>" in homeowners
+    assert "(homeowner)" not in homeowners
