@@ -520,3 +520,20 @@ if (userId && "WebSocket" in window) {
   setInterval(updateCountdowns, 30000);
   connect();
 }
+
+// Confirmation boxes (<details class="confirm">): Cancel and Escape close them, nothing is
+// sent, and the focus goes back to the button that opened it. Delegated on the document, so
+// boxes re-rendered by a live refresh behave the same.
+function closeConfirm(box) {
+  box.removeAttribute("open");
+  box.querySelector("summary")?.focus();
+}
+document.addEventListener("click", (event) => {
+  const cancel = event.target.closest("[data-close-confirm]");
+  const box = cancel?.closest("details.confirm");
+  if (box) closeConfirm(box);
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  for (const box of document.querySelectorAll("details.confirm[open]")) closeConfirm(box);
+});

@@ -276,3 +276,30 @@ def test_the_api_docs_page_renders_under_the_strict_policy(portal_server, new_pa
     expect(page.locator(".opblock").first).to_be_visible()
     screenshot(page, "api-docs")
     assert violations == [] and watched.errors == []
+
+
+def test_escape_and_cancel_close_a_confirmation_and_do_nothing(portal_server, new_page):
+    """Issue 16: a confirmation box closes with Escape and with its Cancel button; the
+    milestone is not funded either way, and the focus is back on the button that opened it."""
+    data = portal_server.seed("active_project('escape')")
+    milestone_id = data["milestone_ids"][0]
+    page = new_page().page
+    login(page, data["homeowner"], data["password"])
+    page.goto(f"/projects/{data['project_id']}/")
+    wait_online(page)
+    box = page.locator(f"#confirm-{milestone_id}-fund")
+
+    box.locator("summary").click()
+    expect(box).to_have_attribute("open", "")
+    page.keyboard.press("Escape")
+    expect(box).not_to_have_attribute("open", "")
+    expect(box.locator("summary")).to_be_focused()
+
+    box.locator("summary").click()
+    box.get_by_role("button", name="Cancel").click()
+    expect(box).not_to_have_attribute("open", "")
+
+    page.reload()
+    expect(page.locator(f'[data-milestone-status="{milestone_id}"]')).to_have_text(
+        "Awaiting funding"
+    )
