@@ -34,6 +34,17 @@ def _check_operator(actor: User) -> None:
         raise NotAllowed("Only operators edit a project's details.")
 
 
+def _save_changed(row, changes: dict) -> list[str]:
+    """Set and save (with `updated_at`) the fields of `changes` that differ from the locked
+    `row`; the names saved, sorted (none: nothing written)."""
+    changed = sorted(name for name, value in changes.items() if getattr(row, name) != value)
+    for name in changed:
+        setattr(row, name, changes[name])
+    if changed:
+        row.save(update_fields=[*changed, "updated_at"])
+    return changed
+
+
 def project_update_details(*, project_id: int, actor: User, title=UNSET) -> Project:
     """Change a project's title. Caller: an operator (the admin's change form).
 
@@ -46,15 +57,9 @@ def project_update_details(*, project_id: int, actor: User, title=UNSET) -> Proj
         changes["title"] = _clean_title(title, field="title")
     with transaction.atomic(durable=True):
         project = project_for_update(project_id=project_id, actor=actor)
-        changed = {
-            name: value for name, value in changes.items() if getattr(project, name) != value
-        }
-        if not changed:
-            return project
-        for name, value in changed.items():
-            setattr(project, name, value)
-        project.save(update_fields=[*changed, "updated_at"])
-        emit_project("project.details_updated", project, changed=sorted(changed), actor_id=actor.pk)
+        changed = _save_changed(project, changes)
+        if changed:
+            emit_project("project.details_updated", project, changed=changed, actor_id=actor.pk)
     return project
 
 
@@ -77,15 +82,9 @@ def milestone_update_details(
         changes["due_date"] = due_date
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
-        changed = {
-            name: value for name, value in changes.items() if getattr(milestone, name) != value
-        }
-        if not changed:
-            return milestone
-        for name, value in changed.items():
-            setattr(milestone, name, value)
-        milestone.save(update_fields=[*changed, "updated_at"])
-        emit_milestone(
-            "milestone.details_updated", milestone, changed=sorted(changed), actor_id=actor.pk
-        )
+        changed = _save_changed(milestone, changes)
+        if changed:
+            emit_milestone(
+                "milestone.details_updated", milestone, changed=changed, actor_id=actor.pk
+            )
     return milestone
