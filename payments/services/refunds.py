@@ -290,7 +290,9 @@ def _lock_refund(refund_id: int) -> tuple[Payment, Refund]:
 
 
 def _refund_failed(refund_id: int, *, code: str) -> Progress:
-    with transaction.atomic():
+    """Joins refund_apply's or _defer's transaction when they call it (no savepoint: an error
+    here aborts the caller's whole transaction, nobody catches it to carry on)."""
+    with transaction.atomic(savepoint=False):
         payment, refund = _lock_refund(refund_id)
         if refund.status == Refund.Status.PENDING:
             refund.status = Refund.Status.FAILED
