@@ -31,11 +31,11 @@ def _prepared_cursor():
         return db._prepare_cursor(ServerBindingCursor(db.connection))
 
 
-# PostgreSQL: one round trip. escrow_post_entry() (migration 0006) inserts the entry, its
+# PostgreSQL: one round trip. escrow_post_entry() (escrow/sql/) inserts the entry, its
 # postings and the balance changes inside its own subtransaction, and returns the entry's id,
 # NULL when the reference exists already, or -1 when a restricted account's CHECK refused the
 # overdraft (nothing of the entry is left then, and the caller's transaction carries on). The
-# deferred triggers of migration 0002 still check every entry at commit.
+# deferred triggers (escrow/sql/escrow_*_balanced.sql) still check every entry at commit.
 _POST_ENTRY_PG = (
     "SELECT escrow_post_entry(%s, %s, %s, %s, %s, %s, %s, %s, %s, "
     "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[])"
@@ -69,7 +69,7 @@ _POST_ENTRY_TO_PG = (
 
 
 def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None, empty_keys) -> int | None:
-    """escrow_post_entry_to() (migration 0008): each account once, with its signed change and
+    """escrow_post_entry_to() (escrow/sql/): each account once, with its signed change and
     slot, and the legs as positions in that list; the function finds or creates the accounts
     and orders the changes by account id."""
     specs: dict[tuple[str, str], AccountSpec] = {}  # in order of first use
