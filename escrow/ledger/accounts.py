@@ -10,8 +10,8 @@ from escrow.models import LedgerAccount, Milestone
 Kind = LedgerAccount.Kind
 
 
-# The hot path reads and writes ledger rows with plain SQL: the ORM spends ~0.35 ms of CPU
-# building each statement, which was most of a posting's cost (bench/ledger.py, PERFORMANCE.md).
+# The hot path reads and writes ledger rows with plain SQL: building each statement through the
+# ORM was most of a posting's CPU cost (docs/PERFORMANCE.md, "Measurements behind code comments").
 _ACCOUNT_FIELDS = ["id", "code", "kind", "currency", "balance", "is_restricted"]
 _ACCOUNT_FIELDS += ["milestone_id", "user_id"]
 _FIND_ACCOUNTS = (

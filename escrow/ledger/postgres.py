@@ -17,8 +17,7 @@ def _prepared_cursor():
     `prepare_threshold` times on the connection (settings: DB_PREPARE_THRESHOLD). Django's
     default cursor interpolates the values, arrays included, into the SQL text in Python, and
     PostgreSQL parses it afresh every time. Only calls are prepared: their own plan reads no
-    table, so a generic plan cannot go stale while a table grows (a prepared look-up planned
-    when the accounts table was empty kept scanning it whole; bench/ledger.py). It is still
+    table, so a generic plan cannot go stale while a table grows (docs/PERFORMANCE.md). It is still
     Django's cursor wrapper, so transactions, error translation, execute_wrapper() and query
     capture see these statements as any other."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
@@ -115,8 +114,8 @@ def _write_pg_to_specs(entry: JournalEntry, legs, slot: int | None, empty_keys) 
 
 def _pg_array(values: list) -> str:
     """A PostgreSQL array literal of ints, bools, strings and None (NULL), bound as one text
-    parameter and cast in the SQL. psycopg dumps a Python list element by element in Python,
-    the largest item in a posting's CPU profile; this is one join. Strings are always
+    parameter and cast in the SQL. psycopg dumps a Python list element by element in Python
+    (too slow for the hot path: docs/PERFORMANCE.md); this is one join. Strings are always
     quoted, with backslash and double quote escaped, which is all array_in needs to read any
     text back unchanged."""
     return "{" + ",".join(map(_pg_array_element, values)) + "}"
