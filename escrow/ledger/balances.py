@@ -43,25 +43,23 @@ def project_escrow_balance(project_id: int) -> int:
 
 def project_escrow_balances(project_ids) -> dict[int, int]:
     """project_escrow_balance for several projects in one query."""
-    totals = dict.fromkeys(project_ids, 0)
-    rows = (
-        LedgerAccount.objects.filter(kind=Kind.ESCROW, milestone__project_id__in=totals)
-        .values_list("milestone__project_id")
-        .annotate(total=Sum("balance"))
-    )
-    totals.update({project_id: total or 0 for project_id, total in rows})
-    return totals
+    return _totals(Kind.ESCROW, "milestone__project_id", project_ids)
 
 
 def refund_holds_of(milestone_ids) -> dict[int, int]:
     """What the hold accounts of these milestones hold, by milestone id (pending refunds)."""
-    totals = dict.fromkeys(milestone_ids, 0)
+    return _totals(Kind.HOLD, "milestone_id", milestone_ids)
+
+
+def _totals(kind: str, group_by: str, ids) -> dict:
+    """The balance rows of `kind` accounts summed per `group_by` value, 0 for ids with none."""
+    totals = dict.fromkeys(ids, 0)
     rows = (
-        LedgerAccount.objects.filter(kind=Kind.HOLD, milestone_id__in=totals)
-        .values_list("milestone_id")
+        LedgerAccount.objects.filter(kind=kind, **{f"{group_by}__in": totals})
+        .values_list(group_by)
         .annotate(total=Sum("balance"))
     )
-    totals.update({milestone_id: total or 0 for milestone_id, total in rows})
+    totals.update({key: total or 0 for key, total in rows})
     return totals
 
 

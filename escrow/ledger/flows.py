@@ -2,6 +2,7 @@
 
 from escrow.exceptions import InsufficientFunds, UnbalancedEntry
 from escrow.ledger.accounts import (
+    AccountSpec,
     accounts,
     escrow_spec,
     gateway_spec,
@@ -82,13 +83,13 @@ def post_settlement(
 
 def post_payout_started(*, payout_reference: str, user_id: int, amount: int, currency: str):
     """A payout to a contractor was sent: Dr payable:user:<id> / Cr payout:in_transit."""
-    payable, in_transit = payable_spec(user_id, currency), in_transit_spec(currency)
-    return post_entry(
-        reference=f"payout:{payout_reference}",
-        kind=JournalEntry.Kind.PAYOUT_STARTED,
-        currency=currency,
-        legs=[debit(payable, amount), credit(in_transit, amount)],
-        party_id=user_id,
+    return _payout_move(
+        f"payout:{payout_reference}",
+        JournalEntry.Kind.PAYOUT_STARTED,
+        payable_spec(user_id, currency),
+        in_transit_spec(currency),
+        user_id=user_id,
+        amount=amount,
     )
 
 
@@ -96,23 +97,42 @@ def post_payout_paid(
     *, payout_reference: str, user_id: int, amount: int, currency: str, provider: str
 ):
     """The gateway paid it: Dr payout:in_transit / Cr gateway:<provider>."""
-    in_transit, gateway = in_transit_spec(currency), gateway_spec(provider, currency)
-    return post_entry(
-        reference=f"payout-paid:{payout_reference}",
-        kind=JournalEntry.Kind.PAYOUT_PAID,
-        currency=currency,
-        legs=[debit(in_transit, amount), credit(gateway, amount)],
-        party_id=user_id,
+    return _payout_move(
+        f"payout-paid:{payout_reference}",
+        JournalEntry.Kind.PAYOUT_PAID,
+        in_transit_spec(currency),
+        gateway_spec(provider, currency),
+        user_id=user_id,
+        amount=amount,
     )
 
 
 def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, currency: str):
     """A sent payout failed: the money is owed to the contractor again."""
-    in_transit, payable = in_transit_spec(currency), payable_spec(user_id, currency)
+    return _payout_move(
+        f"payout-failed:{payout_reference}",
+        JournalEntry.Kind.PAYOUT_FAILED,
+        in_transit_spec(currency),
+        payable_spec(user_id, currency),
+        user_id=user_id,
+        amount=amount,
+    )
+
+
+def _payout_move(
+    reference: str,
+    kind: str,
+    debited: AccountSpec,
+    credited: AccountSpec,
+    *,
+    user_id: int,
+    amount: int,
+) -> Posted:
+    """One step of a payout: Dr `debited` / Cr `credited`, the contractor as the party."""
     return post_entry(
-        reference=f"payout-failed:{payout_reference}",
-        kind=JournalEntry.Kind.PAYOUT_FAILED,
-        currency=currency,
-        legs=[debit(in_transit, amount), credit(payable, amount)],
+        reference=reference,
+        kind=kind,
+        currency=debited.currency,
+        legs=[debit(debited, amount), credit(credited, amount)],
         party_id=user_id,
     )
