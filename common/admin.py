@@ -80,4 +80,15 @@ class ReadOnlyMixin:
 
 
 class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    pass
+    """The one read-only ModelAdmin every app's admin uses for service-written rows."""
+
+
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
+    """A read-only table of a row's children (attempts, postings, refunds): every listed field
+    is shown read-only, no blank extra rows, nothing added, changed or deleted."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields or super().get_readonly_fields(request, obj)

@@ -105,7 +105,7 @@ if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # Under ASGI a sync view runs in a worker thread and never reuses a persistent
-        # connection; the pool turns 165 req/s into 555 req/s here (see the foundation issue).
+        # connection; the pool more than triples the request rate (docs/PERFORMANCE.md).
         DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
@@ -181,8 +181,8 @@ if REDIS_URL:
             "OPTIONS": {"max_connections": REDIS_MAX_CONNECTIONS},
         }
     }
-    # The pub/sub flavour delivered 6,000 of 6,000 targeted messages at p99 3.8 ms where the
-    # list-based layer lost 22; the default pool limit fails under a burst of connects.
+    # The pub/sub flavour: the list-based layer lost targeted messages under the bench's load
+    # (docs/PERFORMANCE.md); the default pool limit fails under a burst of connects.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

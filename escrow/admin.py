@@ -7,7 +7,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
-from common.admin import ReadOnlyAdmin, ServiceFormMixin
+from common.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceFormMixin
 from common.errors import DomainError
 from escrow import money, services
 from escrow.models import (
@@ -209,15 +209,9 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
         return account.user or "platform"
 
 
-class PostingInline(admin.TabularInline):
+class PostingInline(ReadOnlyInline):
     model = Posting
     fields = ["account", "debit", "credit", "currency"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     def debit(self, posting):
         return posting.amount if posting.amount > 0 else ""

@@ -1,4 +1,4 @@
-from common.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from common.errors import Conflict, DomainError, IllegalTransition, InvalidInput, NotFound
 
 __all__ = ["IllegalTransition"]
 
@@ -15,8 +15,10 @@ class MilestoneNotFound(NotFound):
     code = "not_found"
 
 
-class NotAllowed(NotFound):
-    """The actor is a party but not the one who may do this. Answered as 403."""
+class NotAllowed(DomainError):
+    """The actor is a party but not the one who may do this. Answered as 403. Not a NotFound:
+    a door that turns NotFound into 404 must not hide a refusal as a missing object (the
+    objects an actor may not see raise ProjectNotFound / MilestoneNotFound instead)."""
 
     code = "permission_denied"
     http_status = 403

@@ -3,17 +3,18 @@ accounts by id, which ledger.post_entry does). `of=("self",)` keeps joins unlock
 
 from django.db.models import Q
 
+from accounts.models import User
 from escrow.exceptions import MilestoneNotFound, ProjectNotFound
 from escrow.models import Milestone, Project
 
 
-def _visible(user) -> Q:
+def _visible(user: User | None) -> Q:
     if user is None or user.is_staff:
         return Q()
     return Q(homeowner=user) | Q(contractor=user)
 
 
-def project_for_update(*, project_id: int, actor=None) -> Project:
+def project_for_update(*, project_id: int, actor: User | None = None) -> Project:
     """Lock a project the actor may see (actor None: a system caller)."""
     project = (
         Project.objects.select_for_update(of=("self",))
@@ -26,7 +27,7 @@ def project_for_update(*, project_id: int, actor=None) -> Project:
     return project
 
 
-def milestone_for_update(*, milestone_id: int, actor=None) -> Milestone:
+def milestone_for_update(*, milestone_id: int, actor: User | None = None) -> Milestone:
     """Lock the milestone's project, then the milestone (the documented order)."""
     project_id = Milestone.objects.filter(pk=milestone_id).values_list("project_id", flat=True)
     project_id = project_id.first()

@@ -2,7 +2,7 @@
 
 from django.contrib import admin, messages
 
-from common.admin import ReadOnlyMixin, ServiceFormMixin
+from common.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceFormMixin
 from common.errors import DomainError
 from payments import breaker, services
 from payments.models import (
@@ -20,10 +20,9 @@ from payments.models import (
 from realtime.selectors import event_list_for_aggregate
 
 
-class GatewayAttemptInline(ReadOnlyMixin, admin.TabularInline):
+class GatewayAttemptInline(ReadOnlyInline):
     model = GatewayAttempt
     fk_name = "payment"
-    extra = 0
     fields = [
         "created_at",
         "operation",
@@ -34,18 +33,15 @@ class GatewayAttemptInline(ReadOnlyMixin, admin.TabularInline):
         "http_status",
         "latency_ms",
     ]
-    readonly_fields = fields
 
 
-class RefundInline(ReadOnlyMixin, admin.TabularInline):
+class RefundInline(ReadOnlyInline):
     model = Refund
-    extra = 0
     fields = ["id", "amount", "status", "reason", "gateway_refund_id", "created_at"]
-    readonly_fields = fields
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class PaymentAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "milestone",
@@ -114,14 +110,14 @@ class PaymentAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(PaymentMethod)
-class PaymentMethodAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class PaymentMethodAdmin(ReadOnlyAdmin):
     list_display = ["id", "user", "brand", "last4", "exp_month", "exp_year", "status", "is_default"]
     list_filter = ["status", "provider", "brand"]
     search_fields = ["user__username", "last4"]
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class RefundAdmin(ReadOnlyAdmin):
     list_display = ["id", "payment", "amount", "currency", "status", "reason", "created_at"]
     list_filter = ["status", "reason"]
     actions = ["retry"]
@@ -133,7 +129,7 @@ class RefundAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Payout)
-class PayoutAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class PayoutAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "milestone",
@@ -193,7 +189,7 @@ class PayoutAccountAdmin(ServiceFormMixin, admin.ModelAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "provider",
@@ -231,7 +227,7 @@ class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(CircuitBreaker)
-class CircuitBreakerAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class CircuitBreakerAdmin(ReadOnlyAdmin):
     list_display = [
         "name",
         "live_state",
@@ -254,15 +250,13 @@ class CircuitBreakerAdmin(ReadOnlyMixin, admin.ModelAdmin):
             breaker.reset(obj.name)
 
 
-class DiscrepancyInline(ReadOnlyMixin, admin.TabularInline):
+class DiscrepancyInline(ReadOnlyInline):
     model = Discrepancy
-    extra = 0
     fields = ["kind", "object_type", "gateway_object_id", "local_id", "detail", "is_repaired"]
-    readonly_fields = fields
 
 
 @admin.register(ReconciliationRun)
-class ReconciliationRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ReconciliationRunAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "provider",
@@ -277,7 +271,7 @@ class ReconciliationRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Discrepancy)
-class DiscrepancyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class DiscrepancyAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "run",

@@ -18,6 +18,7 @@ from payments.serializers import (
     RefundCreateSerializer,
     RefundSerializer,
 )
+from realtime import selectors as realtime_selectors
 from realtime.serializers import EventSerializer
 
 
@@ -84,7 +85,9 @@ class PaymentDetailView(APIView):
 class PaymentTimelineView(APIView):
     @extend_schema(responses=EventSerializer(many=True))
     def get(self, request, payment_id: int):
-        events = selectors.payment_timeline_for_user(user=request.user, payment_id=payment_id)
+        events = realtime_selectors.payment_timeline_for_user(
+            user=request.user, payment_id=payment_id
+        )
         return Response(EventSerializer(events, many=True).data)
 
 

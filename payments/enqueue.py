@@ -34,6 +34,8 @@ _batcher = TaskBatcher(
 
 
 def enqueue_webhook(event_row_id: int) -> None:
+    """The one way an inbox row reaches the workers: after ingest commits, and from the beat
+    sweep (webhooks_due) for parked rows due again and received rows never processed."""
     if settings.CELERY_TASK_ALWAYS_EAGER or settings.PAYMENTS_WEBHOOK_ENQUEUE != "batched":
         from payments.tasks import webhook_process_task
 

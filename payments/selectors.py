@@ -4,7 +4,6 @@ from django.db.models import Q, QuerySet
 
 from payments.exceptions import PaymentNotFound
 from payments.models import Payment, PaymentMethod
-from realtime.selectors import event_list_for_aggregate
 
 
 def _visible(user) -> Q:
@@ -59,12 +58,6 @@ def payment_is_visible_to(*, user, payment_id) -> bool:
     except (TypeError, ValueError):
         return False
     return Payment.objects.filter(_visible(user), pk=payment_id).exists()
-
-
-def payment_timeline_for_user(*, user, payment_id) -> list:
-    """The payment's events, oldest first (the event store is the audit trail)."""
-    payment = payment_get_for_user(user=user, payment_id=payment_id)
-    return event_list_for_aggregate(aggregate_type="payment", aggregate_id=payment.pk)
 
 
 def payment_method_list_for_user(*, user) -> QuerySet[PaymentMethod]:

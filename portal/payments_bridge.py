@@ -9,6 +9,7 @@ from django.conf import settings
 
 from payments import selectors, services
 from payments.models import Payment, PaymentMethod, Payout
+from realtime import selectors as realtime_selectors
 
 SANDBOX_TOKENS = [
     ("pm_card_visa", "Visa •••• 4242 (succeeds)"),
@@ -85,7 +86,7 @@ def payment_challenge(*, user, payment: Payment, return_url: str) -> dict | None
 
 
 def payment_timeline(*, user, payment_id) -> list:
-    return selectors.payment_timeline_for_user(user=user, payment_id=payment_id)
+    return realtime_selectors.payment_timeline_for_user(user=user, payment_id=payment_id)
 
 
 def milestone_fund(*, user, milestone_id: int, payment_method_id: int) -> Payment:

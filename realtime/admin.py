@@ -5,7 +5,7 @@ notifications and the event store are read-only."""
 
 from django.contrib import admin, messages
 
-from common.admin import ReadOnlyAdmin, ServiceFormMixin
+from common.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceFormMixin
 from common.errors import DomainError
 from realtime.models import Event, Notification, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from realtime.services import webhooks as webhook_services
@@ -32,10 +32,8 @@ class EventAdmin(ReadOnlyAdmin):
     readonly_fields = [field.name for field in Event._meta.fields]
 
 
-class WebhookAttemptInline(admin.TabularInline):
+class WebhookAttemptInline(ReadOnlyInline):
     model = WebhookAttempt
-    extra = 0
-    can_delete = False
     readonly_fields = [
         "number",
         "started_at",
@@ -45,12 +43,6 @@ class WebhookAttemptInline(admin.TabularInline):
         "response_excerpt",
         "is_success",
     ]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(WebhookEndpoint)
@@ -83,16 +75,8 @@ class WebhookEndpointAdmin(ServiceFormMixin, admin.ModelAdmin):
         "previous_secret_expires_at",
         "created_at",
     ]
-    readonly_fields = [
-        "owner",
-        "events",
-        "disabled_reason",
-        "disabled_at",
-        "consecutive_failures",
-        "last_success_at",
-        "previous_secret_expires_at",
-        "created_at",
-    ]
+    # The owner edits only these through webhook_endpoint_update; the rest is read-only.
+    readonly_fields = [f for f in fields if f not in ("url", "description", "is_active")]
 
     def has_add_permission(self, request):
         return False

@@ -68,8 +68,8 @@ def _event_text(event: dict, channel: str) -> str:
 class EventsConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message):
         """Channels' own dispatch first runs close_old_connections() in the sync thread before
-        every handler, a thread hop per live event: ~12% of Daphne's CPU at 500 events/s over
-        5,000 connections (py-spy, docs/PERFORMANCE.md). This consumer touches the database
+        every handler, a thread hop per live event, a large share of Daphne's CPU at the bench's
+        rates (docs/PERFORMANCE.md). This consumer touches the database
         only through database_sync_to_async, which closes old connections itself around each
         call, and the event loop's thread never holds one, so the hop guards nothing here."""
         handler = getattr(self, get_handler_name(message), None)

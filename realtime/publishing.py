@@ -99,8 +99,8 @@ def bookkeeping_commit_is_asynchronous() -> None:
 
     Only for bookkeeping that a crash may lose harmlessly: a lost `published_at` means the
     sweep publishes again (receivers dedupe by id); a lost dispatch is re-derived, uniquely,
-    by the dispatch sweep. On this machine a flush costs 1-4 ms, and waiting for two of them
-    per event (publish mark, dispatch) capped the event rate well below 500/s."""
+    by the dispatch sweep. Waiting for two flushes per event (publish mark, dispatch) capped the
+    event rate below the bench's goal (docs/PERFORMANCE.md)."""
     if connection.vendor == "postgresql" and connection.in_atomic_block:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")

@@ -57,6 +57,17 @@ def event_list_for_aggregate(*, aggregate_type: str, aggregate_id, after: int = 
     )
 
 
+def payment_timeline_for_user(*, user, payment_id) -> list[Event]:
+    """The payment's events, oldest first (the event store is the audit trail). Visibility is
+    payments' own rule: PaymentNotFound (404) also for a payment the user may not see. Lives
+    here, not in payments.selectors, so payments' reads do not import realtime's (realtime
+    imports the domain selectors lazily, one way)."""
+    from payments.selectors import payment_get_for_user
+
+    payment = payment_get_for_user(user=user, payment_id=payment_id)
+    return event_list_for_aggregate(aggregate_type="payment", aggregate_id=payment.pk)
+
+
 def event_list_for_channels(*, channels: list[str], after: int, limit: int = 500) -> list[Event]:
     """Replay: events carried on any of `channels` with position > after, each once, in
     position order.

@@ -189,8 +189,8 @@ _FIELDS += ["created_at"]
 
 
 def _sequence_batch_pg() -> list[Event]:
-    """PostgreSQL: the same pass as one call of realtime_sequence_batch() (migration
-    realtime/0004), its own transaction when the caller is not in one."""
+    """PostgreSQL: the same pass as one call of realtime_sequence_batch() (realtime/sql/),
+    its own transaction when the caller is not in one."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM realtime_sequence_batch(%s)", [BATCH])
         return _events(cursor.fetchall(), [*_FIELDS, "position", "sequence"])

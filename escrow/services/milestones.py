@@ -393,9 +393,11 @@ def milestone_unfreeze(*, milestone_id: int, reason: str, actor: User | None = N
 
     Callers: payments (charge.dispute.closed) and disputes. Joins the caller's transaction if
     there is one. Idempotent: a milestone that is not frozen is returned unchanged. Raises
-    MilestoneNotFound. Emits milestone.status_updated and milestone.unfrozen.
+    MilestoneNotFound. Emits milestone.status_updated and milestone.unfrozen. No savepoint of
+    its own: its errors abort the caller's whole transaction (milestone_freeze keeps one, as
+    the webhook catches its IllegalTransition and carries on).
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         milestone = milestone_for_update(milestone_id=milestone_id)
         if milestone.status != Status.DISPUTED:
             return milestone

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -29,6 +30,9 @@ from payments.gateways import CardDeclined, GatewayError, IntentResult, get_gate
 from payments.locks import payment_for_update
 from payments.models import GatewayAttempt, Payment, PaymentMethod
 from payments.services._events import emit_payment
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 Status = Payment.Status
@@ -111,7 +115,7 @@ def _abandoned_message() -> str:
     )[:255]
 
 
-def payment_fund(*, milestone_id: int, payment_method_id: int, actor) -> Payment:
+def payment_fund(*, milestone_id: int, payment_method_id: int, actor: User) -> Payment:
     """Start paying for a milestone with one of the actor's payment methods.
 
     Caller: the project's homeowner. In one transaction: escrow's milestone pending → funding,
@@ -508,7 +512,7 @@ def apply_intent(payment: Payment, intent: IntentResult, *, followup: bool) -> b
     return True
 
 
-def payment_cancel(*, payment_id: int, actor=None) -> Payment:
+def payment_cancel(*, payment_id: int, actor: User | None = None) -> Payment:
     """Cancel a payment that has not reached the gateway's authorization: initiated,
     processing or verifying (a 3-D Secure challenge) → cancelled, the milestone back to
     pending; the intent is cancelled at the gateway after commit. Idempotent. Raises

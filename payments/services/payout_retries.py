@@ -7,6 +7,7 @@ key. payments/README.md ("Paying again") has the rule."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 
@@ -17,10 +18,13 @@ from payments.models import Payout
 from payments.services._events import emit_payout
 from payments.services.payouts import enqueue_payout
 
+if TYPE_CHECKING:
+    from accounts.models import User
+
 logger = logging.getLogger(__name__)
 
 
-def payout_retry(*, payout_id: int, actor) -> Payout:
+def payout_retry(*, payout_id: int, actor: User) -> Payout:
     """Pay the contractor again what a failed or reversed payout left owed.
 
     Caller: an operator (the admin's "retry" action); anyone else gets PayoutNotFound. A

@@ -10,6 +10,7 @@ escrow/services/holds.py)."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
@@ -25,6 +26,9 @@ from payments.models import GatewayAttempt, Payment, Refund
 from payments.services._events import emit_payment, operator_ids
 from payments.services.funding import Progress, transition
 from realtime.events import emit
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 Status = Payment.Status
@@ -49,7 +53,7 @@ def escrow_reference(refund: Refund) -> str:
     return f"payment-refund:{refund.pk}"
 
 
-def payment_refund(*, payment_id: int, amount: int, actor) -> Refund:
+def payment_refund(*, payment_id: int, amount: int, actor: User) -> Refund:
     """An operator refunds part or all of a captured payment.
 
     One transaction, under the locks every refund path takes (project → milestone → payment):
@@ -290,7 +294,9 @@ def _lock_refund(refund_id: int) -> tuple[Payment, Refund]:
 
 
 def _refund_failed(refund_id: int, *, code: str) -> Progress:
-    with transaction.atomic():
+    """Joins refund_apply's or _defer's transaction when they call it (no savepoint: an error
+    here aborts the caller's whole transaction, nobody catches it to carry on)."""
+    with transaction.atomic(savepoint=False):
         payment, refund = _lock_refund(refund_id)
         if refund.status == Refund.Status.PENDING:
             refund.status = Refund.Status.FAILED

@@ -1,15 +1,12 @@
 """The batch path for the commonest gateway event: many `payment_intent.succeeded` deliveries
 applied in one transaction.
 
-One by one (webhooks._process), each success costs a transaction of about thirty statements:
-the inbox row, three lookups and three locks, two UPDATEs of the milestone, balance reads
-before and after, the ledger entry, five event INSERTs. Here a batch shares them: two
-statements lock the inbox rows (its own and the top-up), two look up and three lock every
-project, milestone and payment, two read the funding checks and the balances, two resolve the
-accounts, one INSERT writes all the events, three UPDATEs write the payments, milestones and
-inbox rows (17 with BEGIN and COMMIT, whatever the batch's size), and each entry is still its
-own ledger call. The effects are the ones webhook_process would have had, row for row and
-event for event (tests/payments/test_webhook_batch.py compares the two).
+One by one (webhooks._process), each success costs a transaction of its own; here a batch
+shares the locks, look-ups and final UPDATEs of all its rows, a fixed number of statements
+whatever its size, and each entry is still its own ledger call (the counts are in
+docs/PERFORMANCE.md, "Measurements behind code comments"). The effects are the ones
+webhook_process would have had, row for row and event for event
+(tests/payments/test_webhook_batch.py compares the two).
 
 Only the plain case is taken: a success for a payment of ours, for this provider, whose status
 moves to completed, with the amount and currency asked, for a milestone in `funding`

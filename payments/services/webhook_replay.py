@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
 from payments.models import WebhookEvent
 from payments.services.webhooks import apply_event, webhook_process
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ class Replay:
         return f"{self.status} ({'applied now' if self.changed else 'changed nothing'})"
 
 
-def webhook_replay(*, webhook_event_id: int, actor=None) -> Replay | None:
+def webhook_replay(*, webhook_event_id: int, actor: User | None = None) -> Replay | None:
     """An operator asks for an event to be processed again (the admin's action).
 
     An event never applied (received, parked, failed) is processed as if it had just

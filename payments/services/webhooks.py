@@ -79,12 +79,6 @@ def webhook_receive(
     return event_row_id, True
 
 
-def enqueue_webhook(event_row_id: int, *, countdown: float | None = None) -> None:
-    from payments.tasks import webhook_process_task
-
-    webhook_process_task.apply_async(args=[event_row_id], countdown=countdown)
-
-
 def webhook_process(*, webhook_event_id: int) -> str | None:
     """Apply one inbox event, once. The inbox row is locked for the whole transaction, so two
     runs of the task (a redelivery) serialise and the second finds it processed. The effect
@@ -206,7 +200,7 @@ def webhooks_due(*, now=None, batch_size: int = 200) -> list[int]:
         .values_list("pk", flat=True)[:batch_size]
     )
     for event_row_id in ids:
-        enqueue_webhook(event_row_id)
+        enqueue.enqueue_webhook(event_row_id)
     return ids
 
 

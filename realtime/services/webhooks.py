@@ -1,8 +1,11 @@
 """Outgoing webhooks: endpoints, deliveries derived from events, attempts on a schedule."""
 
+from __future__ import annotations
+
 import logging
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -17,6 +20,9 @@ from realtime.exceptions import (
     WebhookEndpointNotFound,
 )
 from realtime.models import Event, Notification, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +341,7 @@ def webhook_delivery_resend(*, endpoint_id: int, delivery_id: int, owner) -> Web
     return delivery
 
 
-def webhook_delivery_cancel(*, delivery_id: int, actor) -> WebhookDelivery:
+def webhook_delivery_cancel(*, delivery_id: int, actor: User) -> WebhookDelivery:
     """An operator gives up on a pending delivery: no further attempt is made (it becomes
     failed, `last_error` says who cancelled it). Idempotent for a failed delivery; an attempt
     already in flight still records its outcome. Caller: an operator (the admin's action);
