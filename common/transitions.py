@@ -31,17 +31,28 @@ def allowed(obj, to: str) -> bool:
     return to in type(obj).TRANSITIONS[obj.status]
 
 
-def transition(obj, *, to: str, also: Iterable[str] = (), saves: Saves | None = None) -> str:
-    """Move `obj` (a row the caller holds locked) to `to` if its model's table allows it, and
-    save the status, `updated_at` (when the model has one) and the `also` fields together.
-    With `saves`, the fields are collected for the caller's one UPDATE instead. Returns the
-    previous status. Raises IllegalTransition and changes nothing when the table refuses."""
+def transition(
+    obj,
+    *,
+    to: str,
+    changes: dict | None = None,
+    also: Iterable[str] = (),
+    saves: Saves | None = None,
+) -> str:
+    """Move `obj` (a row the caller holds locked) to `to` if its model's table allows it, set
+    the `changes` (field → value) that go with the move, and save the status, `updated_at`
+    (when the model has one), the changes and the `also` fields (already set by the caller) in
+    one UPDATE. With `saves`, the fields are collected for the caller's one UPDATE instead.
+    Returns the previous status. Raises IllegalTransition and changes nothing (in the database
+    or on `obj`) when the table refuses."""
     model = type(obj)
     previous = obj.status
     if to not in model.TRANSITIONS[previous]:
         raise IllegalTransition(obj_name=f"{model.__name__} {obj.pk}", current=previous, target=to)
     obj.status = to
-    fields = {"status", *also}
+    for name, value in (changes or {}).items():
+        setattr(obj, name, value)
+    fields = {"status", *(changes or {}), *also}
     if any(field.name == "updated_at" for field in model._meta.concrete_fields):
         obj.updated_at = timezone.now()
         fields.add("updated_at")

@@ -59,7 +59,7 @@ def payment_process_task(payment_id: int) -> str | None:
 
 @shared_task(name="payments.payment_cancel_at_gateway", queue="default", **TASK_OPTIONS)
 def payment_cancel_at_gateway_task(payment_id: int) -> None:
-    from payments.services.funding import payment_cancel_at_gateway
+    from payments.services.processing import payment_cancel_at_gateway
 
     payment_cancel_at_gateway(payment_id=payment_id)
 

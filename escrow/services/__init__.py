@@ -1,20 +1,24 @@
 """Every write in escrow. Import from here: `from escrow import services`."""
 
 from escrow.services.details import milestone_update_details, project_update_details
+from escrow.services.funding import (
+    FundingBatch,
+    milestone_fund_start,
+    milestone_funded,
+    milestone_funded_check,
+    milestone_funded_locked,
+    milestone_funding_failed,
+)
 from escrow.services.holds import (
     milestone_refund_hold,
     milestone_refund_hold_return,
     milestone_refund_partial,
 )
 from escrow.services.milestones import (
-    FundingBatch,
     milestone_approve,
     milestone_auto_release_due,
     milestone_cancel,
     milestone_freeze,
-    milestone_fund_start,
-    milestone_funded,
-    milestone_funding_failed,
     milestone_refund,
     milestone_refund_locked,
     milestone_request_inspection,
@@ -33,6 +37,8 @@ __all__ = [
     "milestone_freeze",
     "milestone_fund_start",
     "milestone_funded",
+    "milestone_funded_check",
+    "milestone_funded_locked",
     "milestone_funding_failed",
     "milestone_refund",
     "milestone_refund_hold",

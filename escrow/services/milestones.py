@@ -5,25 +5,24 @@ accounts), reads the status from the locked row, checks it against Milestone.TRA
 posts the ledger, emits events and registers after-commit work, all in one transaction.
 """
 
-import random
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import User
-from common.bulk import update_rows
+from common import transitions
 from escrow import hooks, ledger, money
+from escrow.actions import require, require_from
 from escrow.exceptions import (
-    FundingMismatch,
     IllegalTransition,
     InsufficientFunds,
     InvalidInput,
-    NotAllowed,
-    ProjectNotActive,
 )
 from escrow.locks import milestone_for_update
-from escrow.models import JournalEntry, Milestone, Project
+from escrow.models import JournalEntry, Milestone
 from escrow.services._events import (
     emit_balance_changed,
     emit_milestone,
@@ -31,6 +30,10 @@ from escrow.services._events import (
     project_escrow_balance,
 )
 from escrow.services.projects import complete_if_settled
+
+if TYPE_CHECKING:
+    from accounts.models import User
+    from common.bulk import Saves
 
 Status = Milestone.Status
 
@@ -45,10 +48,18 @@ _TIMESTAMPS = {
 
 
 def transition(
-    milestone: Milestone, *, to: str, actor: User | None, leaving_dispute: bool = False
+    milestone: Milestone,
+    *,
+    to: str,
+    actor: User | None,
+    leaving_dispute: bool = False,
+    changes: dict | None = None,
+    saves: Saves | None = None,
 ) -> str:
-    """Move a locked milestone to `to` if the table allows it; emit milestone.status_updated.
-    Caller holds the milestone's lock. Returns the previous status.
+    """Move a locked milestone to `to` through common.transitions (its table), with the
+    timestamp of the state it enters (and a new review window when it enters submitted) and
+    the caller's `changes`; emit milestone.status_updated. Caller holds the milestone's lock.
+    `saves`: a batch's collector for the row's UPDATE. Returns the previous status.
 
     A frozen (disputed) milestone is left only by milestone_settle_dispute and
     milestone_unfreeze, which say so with `leaving_dispute`; every other way out of a freeze
@@ -60,223 +71,19 @@ def transition(
             current=previous,
             target=f"{to} (its escrow is frozen until the dispute is settled)",
         )
-    if to not in Milestone.TRANSITIONS[previous]:
-        raise IllegalTransition(obj_name=f"Milestone {milestone.pk}", current=previous, target=to)
-    milestone.status = to
+    changes = dict(changes or {})
     now = timezone.now()
-    update_fields = ["status", "updated_at"]
     if to in _TIMESTAMPS:
-        setattr(milestone, _TIMESTAMPS[to], now)
-        update_fields.append(_TIMESTAMPS[to])
+        changes[_TIMESTAMPS[to]] = now
     if to == Status.SUBMITTED:
-        milestone.review_deadline = now + settings.MILESTONE_REVIEW_WINDOW
-        update_fields.append("review_deadline")
-    milestone.save(update_fields=update_fields)
+        changes["review_deadline"] = now + settings.MILESTONE_REVIEW_WINDOW
+    transitions.transition(milestone, to=to, changes=changes, saves=saves)
     emit_status_updated(milestone, previous=previous, actor_id=actor.pk if actor else None)
     return previous
 
 
-def _require(actor: User | None, milestone: Milestone, *roles: str) -> None:
-    """Check the actor's part in the project: "homeowner", "contractor" or "operator"."""
-    if actor is None:
-        return  # a system caller (payments, beat); it has no part to check
-    project = milestone.project
-    allowed = (
-        ("homeowner" in roles and actor.pk == project.homeowner_id)
-        or ("contractor" in roles and actor.pk == project.contractor_id)
-        or ("operator" in roles and actor.is_staff)
-    )
-    if not allowed:
-        raise NotAllowed(f"Only the project's {' or '.join(roles)} may do this.")
-
-
 def _already(milestone: Milestone, *states: str) -> bool:
     return milestone.status in states
-
-
-# --- Funding (called by payments) -------------------------------------------------------------
-
-
-def milestone_fund_start(*, milestone_id: int, actor: User) -> Milestone:
-    """pending → funding, when the homeowner starts paying.
-
-    Caller: payments, inside the transaction that creates the funding payment (so the caller
-    holds the transaction; this joins it). Raises MilestoneNotFound, NotAllowed,
-    ProjectNotActive and IllegalTransition (not pending: already funding or funded).
-    """
-    milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
-    _require(actor, milestone, "homeowner")
-    if milestone.project.status != Project.Status.ACTIVE:
-        raise ProjectNotActive(
-            f"Project {milestone.project_id} is {milestone.project.status}; "
-            "both parties must sign before funding."
-        )
-    transition(milestone, to=Status.FUNDING, actor=actor)
-    return milestone
-
-
-def milestone_funded(
-    *, milestone_id: int, amount: int, currency: str, reference: str, provider: str
-) -> Milestone:
-    """The funding payment completed: funding → funded, Dr gateway / Cr escrow.
-
-    Caller: payments, inside its transaction, holding the payment's lock. A late success for a
-    milestone that went back to pending passes through funding. Idempotent on `reference`:
-    the same funding twice posts once. Raises FundingMismatch (amount or currency differ) and
-    IllegalTransition (the milestone was cancelled or funded by another payment).
-    """
-    milestone = milestone_for_update(milestone_id=milestone_id)
-    if amount != milestone.amount or currency != milestone.project.currency:
-        raise FundingMismatch(
-            f"Milestone {milestone.pk} needs {milestone.amount} {milestone.project.currency}, "
-            f"got {amount} {currency}."
-        )
-    if milestone.funding_reference == reference:
-        return milestone
-    # A reference names one payment; posted for another milestone it would be taken as
-    # "already posted" and this milestone would be marked funded with nothing in escrow.
-    if (
-        JournalEntry.objects.filter(reference=f"fund:{reference}")
-        .exclude(milestone_id=milestone.pk)
-        .exists()
-    ):
-        raise FundingMismatch(f"Funding {reference} was already posted for another milestone.")
-    if milestone.status == Status.PENDING:
-        transition(milestone, to=Status.FUNDING, actor=None)
-    previous_balance = project_escrow_balance(milestone.project_id)
-    transition(milestone, to=Status.FUNDED, actor=None)
-    milestone.funded_via = provider
-    milestone.funding_reference = reference
-    milestone.save(update_fields=["funded_via", "funding_reference"])
-    ledger.post_funding(milestone=milestone, amount=amount, provider=provider, reference=reference)
-    emit_milestone("milestone.funded", milestone, funding_reference=reference)
-    emit_balance_changed(milestone, previous_project_balance=previous_balance, reason="funded")
-    return milestone
-
-
-class FundingBatch:
-    """Many milestone_funded calls in one transaction, for a worker applying a batch of payment
-    successes: the same checks, ledger entries and events, in the same order, with the reads
-    and the milestone UPDATEs done once for the batch instead of once per milestone.
-
-    Only the plain case is taken: a milestone in `funding`, the amount and currency it asks
-    for, a funding reference posted nowhere yet. `prepare()` says which of the offered ones
-    qualify; the caller sends the rest through milestone_funded one by one (a late success
-    after a reset to pending, a mismatch to log, an idempotent repeat).
-
-    Caller: payments, inside its transaction, holding the milestones from
-    escrow.locks.milestones_for_update. Use: prepare(), fund() for each, finish() once."""
-
-    def __init__(self, milestones: dict[int, Milestone]) -> None:
-        self.milestones = milestones
-        self.offers: dict[int, tuple[int, str, str, str]] = {}
-        self.dirty: list[Milestone] = []
-        self.now = timezone.now()
-        # One balance slot for the batch's shared accounts (see ledger.post_entry).
-        self.slot = random.randrange(settings.LEDGER_BALANCE_SLOTS)
-
-    def prepare(self, offers: dict[int, tuple[int, str, str, str]]) -> set[int]:
-        """`offers`: milestone id → (amount, currency, reference, provider). Returns the ids that
-        fund() may take. Two queries for the checks and the balances, two for the accounts."""
-        candidates = {}
-        for milestone_id, (amount, currency, reference, provider) in offers.items():
-            milestone = self.milestones.get(milestone_id)
-            if (
-                milestone is not None
-                and milestone.status == Status.FUNDING
-                and Status.FUNDED in Milestone.TRANSITIONS[milestone.status]
-                and amount == milestone.amount
-                and currency == milestone.project.currency
-                and milestone.funding_reference != reference
-            ):
-                candidates[milestone_id] = (amount, currency, reference, provider)
-        posted = set(
-            JournalEntry.objects.filter(
-                reference__in=[f"fund:{offer[2]}" for offer in candidates.values()]
-            ).values_list("reference", flat=True)
-        )
-        self.offers = {
-            milestone_id: offer
-            for milestone_id, offer in candidates.items()
-            if f"fund:{offer[2]}" not in posted
-        }
-        if not self.offers:
-            return set()
-        fundable = [self.milestones[milestone_id] for milestone_id in self.offers]
-        self.project_balance = ledger.project_escrow_balances(
-            {milestone.project_id for milestone in fundable}
-        )
-        specs = []
-        for milestone in fundable:
-            specs += [
-                ledger.gateway_spec(self.offers[milestone.pk][3], milestone.project.currency),
-                ledger.escrow_spec(milestone),
-            ]
-        self.found = {
-            (account.code, account.currency): account for account in ledger.accounts(*specs)
-        }
-        return set(self.offers)
-
-    def fund(self, milestone_id: int) -> Milestone:
-        """What milestone_funded does for one prepared milestone, with its UPDATE left for
-        finish(): funding → funded, Dr gateway / Cr escrow, the same three events."""
-        amount, _currency, reference, provider = self.offers.pop(milestone_id)
-        milestone = self.milestones[milestone_id]
-        previous_balance = self.project_balance[milestone.project_id]
-        spec = ledger.escrow_spec(milestone)
-        escrow = self.found[(spec.code, spec.currency)]
-        milestone.status = Status.FUNDED
-        milestone.funded_at = milestone.updated_at = self.now
-        emit_status_updated(milestone, previous=Status.FUNDING, actor_id=None)
-        milestone.funded_via = provider
-        milestone.funding_reference = reference
-        ledger.post_funding(
-            milestone=milestone,
-            amount=amount,
-            provider=provider,
-            reference=reference,
-            found=self.found,
-            slot=self.slot,
-        )
-        emit_milestone("milestone.funded", milestone, funding_reference=reference)
-        self.project_balance[milestone.project_id] += amount
-        emit_balance_changed(
-            milestone,
-            previous_project_balance=previous_balance,
-            new_project_balance=self.project_balance[milestone.project_id],
-            milestone_balance=escrow.balance + amount,
-            reason="funded",
-        )
-        self.dirty.append(milestone)
-        return milestone
-
-    def finish(self) -> None:
-        if self.dirty:
-            now = self.dirty[0].funded_at
-            update_rows(
-                Milestone,
-                same={"status": Status.FUNDED, "funded_at": now, "updated_at": now},
-                per_row={
-                    milestone.pk: {
-                        "funded_via": milestone.funded_via,
-                        "funding_reference": milestone.funding_reference,
-                    }
-                    for milestone in self.dirty
-                },
-            )
-        self.dirty = []
-
-
-def milestone_funding_failed(*, milestone_id: int) -> Milestone:
-    """funding → pending when the payment failed, so the homeowner can try again.
-
-    Caller: payments, inside its transaction. Idempotent: a pending milestone is returned as is.
-    Any other state is left alone (a stale failure never overrides a newer state).
-    """
-    milestone = milestone_for_update(milestone_id=milestone_id)
-    if milestone.status == Status.FUNDING:
-        transition(milestone, to=Status.PENDING, actor=None)
-    return milestone
 
 
 # --- The work ---------------------------------------------------------------------------------
@@ -290,7 +97,7 @@ def milestone_submit(*, milestone_id: int, actor: User) -> Milestone:
     """
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
-        _require(actor, milestone, "contractor")
+        require(actor, milestone, "submit")
         if not _already(milestone, Status.SUBMITTED):
             transition(milestone, to=Status.SUBMITTED, actor=actor)
     return milestone
@@ -301,7 +108,7 @@ def milestone_request_inspection(*, milestone_id: int, actor: User) -> Milestone
     Stops the auto-release clock. Idempotent. Raises as milestone_submit."""
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
-        _require(actor, milestone, "homeowner")
+        require(actor, milestone, "request_inspection")
         if not _already(milestone, Status.INSPECTION):
             transition(milestone, to=Status.INSPECTION, actor=actor)
     return milestone
@@ -318,7 +125,7 @@ def milestone_approve(*, milestone_id: int, actor: User | None) -> Milestone:
     """
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
-        _require(actor, milestone, "homeowner")
+        require(actor, milestone, "approve")
         if _already(milestone, Status.RELEASED):
             return milestone
         transition(milestone, to=Status.APPROVED, actor=actor)
@@ -344,15 +151,10 @@ def milestone_refund_locked(milestone: Milestone, *, actor: User) -> Milestone:
     what pending refunds already hold (their holds are theirs); refuses a frozen milestone
     (transition) and one whose escrow pending refunds hold entirely (InsufficientFunds)."""
     assert transaction.get_connection().in_atomic_block, "the caller holds the milestone's lock"
-    _require(actor, milestone, "homeowner", "operator")
+    require(actor, milestone, "refund")
     if _already(milestone, Status.REFUNDED):
         return milestone
-    if not actor.is_staff and milestone.status != Status.FUNDED:
-        raise IllegalTransition(
-            obj_name=f"Milestone {milestone.pk}",
-            current=milestone.status,
-            target=f"{Status.REFUNDED} (by the homeowner, only before submission)",
-        )
+    require_from(actor, milestone, "refund")
     _settle(milestone, release_amount=0, to=Status.REFUNDED, actor=actor)
     return milestone
 
@@ -362,7 +164,7 @@ def milestone_cancel(*, milestone_id: int, actor: User) -> Milestone:
     Idempotent. Raises MilestoneNotFound, NotAllowed, IllegalTransition."""
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
-        _require(actor, milestone, "homeowner", "operator")
+        require(actor, milestone, "cancel")
         if not _already(milestone, Status.CANCELLED):
             transition(milestone, to=Status.CANCELLED, actor=actor)
             complete_if_settled(milestone.project)

@@ -1,10 +1,6 @@
 """Every write in payments. Import from here: `from payments import services`."""
 
-from payments.services.funding import (
-    payment_cancel,
-    payment_fund,
-    payment_process,
-)
+from payments.services.funding import payment_cancel, payment_fund
 from payments.services.methods import (
     payment_method_create,
     payment_method_remove,
@@ -13,6 +9,7 @@ from payments.services.methods import (
 )
 from payments.services.payout_retries import payout_retry
 from payments.services.payouts import payout_account_set, payout_process, payout_start
+from payments.services.processing import payment_process
 from payments.services.reconciliation import reconcile
 from payments.services.refunds import milestone_refund_start, payment_refund, refund_process
 from payments.services.sweeps import settlements_sweep, work_due

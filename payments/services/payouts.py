@@ -25,7 +25,7 @@ from payments.gateways import GatewayError, TransferResult, get_gateway
 from payments.locks import payout_for_update
 from payments.models import GatewayAttempt, Payment, Payout
 from payments.services._events import emit_payout, operator_ids, operators_email
-from payments.services.funding import Progress
+from payments.services.processing import Progress
 
 logger = logging.getLogger(__name__)
 

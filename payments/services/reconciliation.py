@@ -17,7 +17,7 @@ from payments.exceptions import TransferReversalInvalid
 from payments.gateways import GatewayError, get_gateway
 from payments.locks import payment_for_update
 from payments.models import Discrepancy, Payment, Payout, ReconciliationRun, Refund
-from payments.services import funding, payouts, refunds
+from payments.services import intents, payouts, refunds
 
 logger = logging.getLogger(__name__)
 Kind = Discrepancy.Kind
@@ -100,7 +100,7 @@ def _check_payments(run, gateway, provider, since, created_since) -> None:
                 f"local {payment.amount} {payment.currency}",
             )
             continue
-        expected = funding.target_status(payment.status, intent)
+        expected = intents.target_status(payment.status, intent)
         behind = (
             expected is not None
             and expected != payment.status
@@ -111,7 +111,7 @@ def _check_payments(run, gateway, provider, since, created_since) -> None:
             fresh = gateway.retrieve_payment(payment_id=intent.id)
             with transaction.atomic():
                 locked = payment_for_update(payment_id=payment.pk)
-                repaired = funding.apply_intent(locked, fresh, followup=True)
+                repaired = intents.apply_intent(locked, fresh, followup=True)
             _report(
                 run,
                 Kind.STATUS_MISMATCH,

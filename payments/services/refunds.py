@@ -24,7 +24,8 @@ from payments.gateways import GatewayError, RefundResult, get_gateway
 from payments.locks import payment_for_update, refund_for_update
 from payments.models import GatewayAttempt, Payment, Refund
 from payments.services._events import emit_payment, operator_ids
-from payments.services.funding import Progress, transition
+from payments.services.intents import transition
+from payments.services.processing import Progress
 from realtime.events import emit
 
 if TYPE_CHECKING:

@@ -10,14 +10,14 @@ from django.utils import timezone
 
 from escrow.models import JournalEntry, Milestone
 from payments.models import Payment, Payout, Refund
-from payments.services import funding, payouts, refunds
+from payments.services import intents, payouts, refunds
 
 
 def work_due(*, now=None, batch_size: int = 200) -> dict:
     """Enqueue payments, refunds and payouts whose next attempt time has come (the long
     delays live here, not in broker countdowns), plus payments stuck in initiated or
     processing without one (a lost enqueue or a killed worker), and payments whose 3-D Secure
-    challenge has passed its deadline (processing gives it up: funding._verification_check)."""
+    challenge has passed its deadline (processing gives it up: processing._verification_check)."""
     now = now or timezone.now()
     # Short delays also ride a countdown; give those a head start before beat doubles them.
     grace = timedelta(seconds=settings.PAYMENTS_RETRY_COUNTDOWN_MAX_SECONDS)
@@ -50,7 +50,7 @@ def work_due(*, now=None, batch_size: int = 200) -> dict:
         ).values_list("pk", flat=True)[:batch_size]
     )
     for payment in Payment.objects.filter(pk__in=payment_ids):
-        funding.enqueue_process(payment)
+        intents.enqueue_process(payment)
     refund_ids = list(
         Refund.objects.filter(status=Refund.Status.PENDING)
         .filter(next_attempt_at__lte=now - grace)

@@ -26,12 +26,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from common.bulk import update_rows
+from common.bulk import Saves
 from escrow.locks import milestones_for_update
 from escrow.services import FundingBatch
 from payments.models import Payment, WebhookEvent
-from payments.services._events import emit_payment
-from payments.services.funding import target_status
+from payments.services import intents
 from payments.services.webhooks import PROVIDERS, _intent_from, _metadata_id
 from realtime.events import emits_batched
 
@@ -154,10 +153,7 @@ def _apply_successes(candidates) -> tuple[set[int], set[int]]:
             or payment.purpose != Payment.Purpose.FUNDING
             or payment.milestone_id not in milestones
             or per_milestone[payment.milestone_id] > 1
-            or target_status(payment.status, intent) != Status.COMPLETED
-            or Status.COMPLETED not in Payment.TRANSITIONS[payment.status]
-            or intent.amount != payment.amount
-            or intent.currency != payment.currency
+            or intents.payment_intent_check(payment, intent, quiet=True) != Status.COMPLETED
         ):
             continue
         chosen.append((row, payment, intent))
@@ -167,61 +163,26 @@ def _apply_successes(candidates) -> tuple[set[int], set[int]]:
             f"{payment.pk}",
             payment.provider,
         )
-    funding = FundingBatch(milestones)
+    saves = Saves()
+    funding = FundingBatch(milestones, saves=saves)
     fundable = funding.prepare(offers)
-    now = timezone.now()
-    done_rows, done_payments = [], []
+    done_rows = []
     with emits_batched():
         for row, payment, intent in chosen:
             if payment.milestone_id not in fundable:
                 continue
-            # What funding.apply_intent does for a success, in its order.
-            previous = payment.status
-            if intent.id and not payment.gateway_payment_id:
-                payment.gateway_payment_id = intent.id
-            if intent.charge_id and not payment.gateway_charge_id:
-                payment.gateway_charge_id = intent.charge_id
-            payment.status = Status.COMPLETED
-            payment.completed_at = payment.updated_at = now
-            payment.next_attempt_at = None
-            # Leaving verifying forgets the 3-D Secure challenge (funding.transition).
-            payment.next_action = {}
-            payment.gateway_client_secret = ""
             payment.milestone = milestones[payment.milestone_id]
-            emit_payment(
-                "payment.status_updated",
-                payment,
-                previous_status=previous,
-                new_status=Status.COMPLETED,
+            # The same action as one by one (intents.apply_intent), its rows saved below.
+            intents.payment_completed_locked(
+                payment, also=intents.gateway_ids(payment, intent), funding=funding, saves=saves
             )
-            funding.fund(payment.milestone_id)
-            emit_payment("payment.completed", payment)
             done_rows.append(row)
-            done_payments.append(payment)
-        funding.finish()
-        if done_payments:
-            update_rows(
-                Payment,
-                same={
-                    "status": Status.COMPLETED,
-                    "completed_at": now,
-                    "updated_at": now,
-                    "next_attempt_at": None,
-                    "next_action": {},
-                    "gateway_client_secret": "",
-                },
-                per_row={
-                    payment.pk: {
-                        "gateway_payment_id": payment.gateway_payment_id,
-                        "gateway_charge_id": payment.gateway_charge_id,
-                    }
-                    for payment in done_payments
-                },
-            )
+        saves.flush()
+        if done_rows:
             WebhookEvent.objects.filter(pk__in=[row.pk for row in done_rows]).update(
                 status=WebhookEvent.Status.PROCESSED,
                 attempts=F("attempts") + 1,
-                processed_at=now,
+                processed_at=timezone.now(),
                 next_attempt_at=None,
                 last_error="",
             )

@@ -25,7 +25,7 @@ from payments.gateways import IntentResult, RefundResult, TransferResult
 from payments.gateways.base import next_action_from
 from payments.locks import payment_for_update
 from payments.models import Payment, Payout, Refund, WebhookEvent
-from payments.services import funding, payouts, refunds
+from payments.services import intents, payouts, refunds
 from payments.services._events import operator_ids, operators_email, payment_data
 from realtime.events import emit, sequencing_deferred
 
@@ -271,7 +271,7 @@ def _intent_from(obj: dict) -> IntentResult:
 
 def _on_payment_intent(provider: str, obj: dict) -> bool:
     payment = _lock_payment(provider, obj)
-    return funding.apply_intent(payment, _intent_from(obj), followup=True)
+    return intents.apply_intent(payment, _intent_from(obj), followup=True)
 
 
 def _on_refund(provider: str, obj: dict) -> bool:

@@ -39,7 +39,7 @@ def test_killed_after_the_authorization_the_rerun_charges_once(milestone):
     with mock.patch.object(tasks.payment_process_task, "apply_async"):
         payment = fund(milestone)
     with (
-        mock.patch("payments.services.funding._apply_intent_locked_tx", side_effect=WorkerKilled),
+        mock.patch("payments.services.processing._apply_intent_locked_tx", side_effect=WorkerKilled),
         pytest.raises(WorkerKilled),
     ):
         tasks.payment_process_task.run(payment.pk)
@@ -86,7 +86,7 @@ def test_killed_while_processing_a_webhook_the_rerun_applies_it_once(milestone):
     sandbox.SandboxGateway().complete_authentication(payment_id=payment.gateway_payment_id)
     deliveries = sandbox.take_outbox()
     with (
-        mock.patch("payments.services.funding.apply_intent", side_effect=WorkerKilled),
+        mock.patch("payments.services.intents.apply_intent", side_effect=WorkerKilled),
         pytest.raises(WorkerKilled),
     ):
         for delivery in deliveries:
@@ -150,7 +150,7 @@ from unittest import mock
 from payments import tasks
 def die(*args, **kwargs):
     os._exit(9)
-with mock.patch("payments.services.funding._apply_intent_locked_tx", side_effect=die):
+with mock.patch("payments.services.processing._apply_intent_locked_tx", side_effect=die):
     tasks.payment_process_task.run(int(sys.argv[1]))
 """
 
