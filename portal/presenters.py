@@ -6,6 +6,7 @@ their errors. Offering an action is only a hint of what is likely to succeed rig
 
 from dataclasses import dataclass, field
 
+from escrow import actions
 from escrow.models import Milestone, Project
 from escrow.money import format_amount
 
@@ -92,52 +93,40 @@ class Action:
 
 
 def milestone_actions(*, milestone: Milestone, project: Project, user) -> list[Action]:
-    """The actions worth offering `user` for `milestone` in its current state."""
+    """The actions worth offering `user` for `milestone` in its current state: the ones
+    escrow's action → role table and the milestone's transition table allow
+    (escrow.actions.offered, which the services enforce), in words. Money actions name what
+    they move: a release or refund moves what escrow holds now (`held_amount`, net of partial
+    refunds), a funding the milestone's amount."""
     amount = format_amount(milestone.amount, project.currency)
-    status = milestone.status
-    actions: list[Action] = []
-    is_homeowner = user.pk == project.homeowner_id
-    is_contractor = user.pk == project.contractor_id
-    active = project.status == Project.Status.ACTIVE
-    if is_homeowner and active and status == "pending":
-        actions.append(
-            Action("fund", f"Fund {amount}", f"Charge {amount} to your card into escrow?", True)
-        )
-    if is_contractor and status == "funded":
-        actions.append(Action("submit", "Mark work as done"))
-    if is_homeowner and status == "submitted":
-        actions.append(Action("request-inspection", "Request an inspection"))
-    if is_homeowner and status in ("submitted", "inspection"):
-        actions.append(
-            Action(
-                "approve",
-                f"Approve and release {amount}",
-                f"Release {amount} from escrow to the contractor? This cannot be undone.",
-                True,
-            )
-        )
-    if (is_homeowner and status == "funded") or (
-        user.is_staff and status in ("funded", "submitted")
-    ):
-        actions.append(
-            Action(
-                "refund",
-                f"Refund {amount}",
-                f"Return {amount} from escrow to the homeowner's card?",
-                True,
-                danger=True,
-            )
-        )
-    if (is_homeowner or user.is_staff) and status == "pending":
-        actions.append(
-            Action(
-                "cancel",
-                "Cancel milestone",
-                "Cancel this milestone? It cannot be funded afterwards.",
-                danger=True,
-            )
-        )
-    return actions
+    held = format_amount(milestone.held_amount, project.currency)
+    buttons = {
+        "fund": Action(
+            "fund", f"Fund {amount}", f"Charge {amount} to your card into escrow?", True
+        ),
+        "submit": Action("submit", "Mark work as done"),
+        "request_inspection": Action("request-inspection", "Request an inspection"),
+        "approve": Action(
+            "approve",
+            f"Approve and release {held}",
+            f"Release {held} from escrow to the contractor? This cannot be undone.",
+            True,
+        ),
+        "refund": Action(
+            "refund",
+            f"Refund {held}",
+            f"Return {held} from escrow to the homeowner's card?",
+            True,
+            danger=True,
+        ),
+        "cancel": Action(
+            "cancel",
+            "Cancel milestone",
+            "Cancel this milestone? It cannot be funded afterwards.",
+            danger=True,
+        ),
+    }
+    return [buttons[name] for name in actions.offered(user, milestone, project)]
 
 
 ACTION_NAMES = {"fund", "submit", "request-inspection", "approve", "refund", "cancel"}
