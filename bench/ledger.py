@@ -228,9 +228,10 @@ def worker(url, mode, worker_id, projects, ready, events, stop_at, results):
     setup_django(url)
     from django.db import connections
 
-    from escrow import hooks
+    from escrow import reactions
 
-    hooks._handlers.clear()  # the bench measures escrow, not payouts started after commit
+    for reaction in reactions.REACTIONS:
+        reaction.handlers.clear()  # the bench measures escrow, not payouts started after commit
     cycle = ledger_cycle if mode == "ledger" else services_cycle
     pool = [m.pk for m in new_milestones(projects, worker_id, 0)]
     created = CHUNK

@@ -110,7 +110,7 @@ def milestone_refund_partial(
     """The gateway confirmed a refund of part of the funding: settle it out of its hold.
 
     Caller: payments, inside its transaction, when an operator's refund is confirmed (the
-    gateway call already happened, so no hook fires and nothing here refuses because of the
+    gateway call already happened, so no reaction fires and nothing here refuses because of the
     milestone's status: the money is gone, the ledger must say so). Posts "refund:<reference>"
     Dr hold:refund:<reference> / Cr gateway:<provider>, emptying the hold; the milestone then
     counts it in `partial_refunds`. When nothing is left in escrow or in holds, a milestone

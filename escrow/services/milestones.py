@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common import transitions
-from escrow import hooks, ledger, money
+from escrow import ledger, money, reactions
 from escrow.actions import require, require_from
 from escrow.exceptions import (
     IllegalTransition,
@@ -121,7 +121,7 @@ def milestone_approve(*, milestone_id: int, actor: User | None) -> Milestone:
     approving a released milestone returns it. Raises MilestoneNotFound, NotAllowed,
     IllegalTransition. Posts Dr escrow / Cr contractor payable (amount − fee) / Cr revenue
     (fee); emits milestone.status_updated (×2), milestone.released, escrow.balance_changed;
-    the payout starts after commit (hook "milestone.released").
+    the payout starts after commit (reactions.milestone_settled).
     """
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
@@ -138,7 +138,7 @@ def milestone_refund(*, milestone_id: int, actor: User) -> Milestone:
 
     Caller: the homeowner before the contractor submits, or an operator (also after submit).
     Idempotent. Raises MilestoneNotFound, NotAllowed, IllegalTransition. Posts Dr escrow /
-    Cr gateway; the gateway refund runs after commit (hook "milestone.refunded").
+    Cr gateway; the gateway refund runs after commit (reactions.milestone_settled).
     """
     with transaction.atomic(durable=True):
         milestone = milestone_for_update(milestone_id=milestone_id, actor=actor)
@@ -271,7 +271,7 @@ def _settle(
     actor: User | None,
     leaving_dispute: bool = False,
 ) -> None:
-    """Move the whole escrow out in one entry and fire the after-commit hooks. Caller holds the
+    """Move the whole escrow out in one entry and fire reactions.milestone_settled. Caller holds the
     milestone's lock inside its transaction. The escrow is `held_amount`: what pending refunds
     hold stays in their holds (escrow/services/holds.py). Raises InsufficientFunds when
     pending refunds hold all of it (there is nothing to settle until they end)."""
@@ -304,10 +304,19 @@ def _settle(
             fee=fee,
             payout_amount=release_amount - fee,
         )
-        hooks.fire_on_commit("milestone.released", milestone_id=milestone.pk)
     if refund_amount:
         emit_milestone("milestone.refunded", milestone, refunded_amount=refund_amount)
-        hooks.fire_on_commit("milestone.refunded", milestone_id=milestone.pk)
+    reactions.milestone_settled.fire(
+        reactions.Settlement(
+            milestone_id=milestone.pk,
+            project_id=milestone.project_id,
+            status=to,
+            currency=milestone.project.currency,
+            released_amount=release_amount,
+            fee=fee,
+            refunded_amount=refund_amount,
+        )
+    )
     emit_balance_changed(milestone, previous_project_balance=previous_balance, reason=to)
     complete_if_settled(milestone.project)
 

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common import transitions
+from escrow import reactions
 from escrow import services as escrow_services
 from escrow.exceptions import FundingMismatch, IllegalTransition
 from payments.gateways import IntentResult
@@ -245,6 +246,15 @@ def payment_completed_locked(
             # payment): reconciliation reports it and an operator refunds it.
             logger.exception("completed payment could not fund its milestone")
     emit_payment("payment.completed", payment)
+    reactions.payment_completed.fire(
+        reactions.PaymentCompleted(
+            payment_id=payment.pk,
+            milestone_id=payment.milestone_id,
+            purpose=payment.purpose,
+            amount=payment.amount,
+            currency=payment.currency,
+        )
+    )
 
 
 def enqueue_process(payment: Payment, *, countdown: float | None = None) -> None:

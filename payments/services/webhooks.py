@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from escrow import reactions
 from escrow import services as escrow_services
 from escrow.exceptions import IllegalTransition
 from payments import enqueue, signatures
@@ -337,15 +338,26 @@ def _on_dispute_created(provider: str, obj: dict) -> bool:
     """The cardholder disputed the charge: freeze the milestone's escrow and tell operators."""
     payment = _lock_payment(provider, obj)
     payment_id = payment.pk
+    frozen = True
     try:
         escrow_services.milestone_freeze(
             milestone_id=payment.milestone_id,
             reason=f"gateway dispute {obj.get('id')} ({obj.get('reason', 'unknown')})",
         )
     except IllegalTransition:
+        frozen = False
         logger.warning(
             "dispute on a milestone that cannot be frozen", extra={"payment_id": payment_id}
         )
+    reactions.charge_disputed.fire(
+        reactions.ChargeDisputed(
+            payment_id=payment.pk,
+            milestone_id=payment.milestone_id,
+            dispute_id=str(obj.get("id") or "")[:255],
+            reason=str(obj.get("reason") or "")[:64],
+            frozen=frozen,
+        )
+    )
     operators = operator_ids()
     emit(
         "payment.disputed",
@@ -375,17 +387,28 @@ def _on_dispute_closed(provider: str, obj: dict) -> bool:
     (the milestone goes back to the status it had before); otherwise operators decide."""
     payment = _lock_payment(provider, obj)
     status = str(obj.get("status") or "")
+    unfrozen = False
     if status not in _DISPUTE_CLOSED_IN_OUR_FAVOUR:
         logger.warning(
             "charge dispute closed against us; the milestone stays frozen",
             extra={"payment_id": payment.pk, "dispute_status": status[:32]},
         )
-        return False
-    milestone = escrow_services.milestone_unfreeze(
-        milestone_id=payment.milestone_id,
-        reason=f"gateway dispute {obj.get('id')} closed: {status}",
+    else:
+        milestone = escrow_services.milestone_unfreeze(
+            milestone_id=payment.milestone_id,
+            reason=f"gateway dispute {obj.get('id')} closed: {status}",
+        )
+        unfrozen = milestone.status != "disputed"
+    reactions.charge_dispute_closed.fire(
+        reactions.ChargeDisputeClosed(
+            payment_id=payment.pk,
+            milestone_id=payment.milestone_id,
+            dispute_id=str(obj.get("id") or "")[:255],
+            status=status[:32],
+            unfrozen=unfrozen,
+        )
     )
-    return milestone.status != "disputed"
+    return unfrozen
 
 
 HANDLERS = {

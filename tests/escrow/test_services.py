@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.errors import IllegalTransition
-from escrow import hooks, invariants, ledger, selectors, services
+from escrow import invariants, ledger, reactions, selectors, services
 from escrow.exceptions import FundingMismatch, MilestoneNotFound, NotAllowed, ProjectNotActive
 from escrow.models import JournalEntry, LedgerAccount, Milestone, Project
 from realtime.models import Event
@@ -328,17 +328,37 @@ def test_zero_decimal_currency_flows_in_whole_units(settings):
     assert balances("jpy")[f"payable:user:{milestone.project.contractor_id}"] == 14_259
 
 
-def test_hooks_fire_after_commit_only(django_capture_on_commit_callbacks):
+def test_reactions_fire_after_commit_only(django_capture_on_commit_callbacks):
     calls = []
-    hooks.register("milestone.released", calls.append)
+    reactions.milestone_settled.register(calls.append)
     try:
         milestone = submitted(MilestoneFactory())
-        with django_capture_on_commit_callbacks(execute=True):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
             services.milestone_approve(milestone_id=milestone.pk, actor=milestone.project.homeowner)
+        assert calls == []  # nothing before the commit
+        for callback in callbacks:
+            callback()
     finally:
-        hooks._handlers["milestone.released"].remove(calls.append)
+        reactions.milestone_settled.unregister(calls.append)
 
-    assert calls == [milestone.pk]
+    fee = calls[0].fee
+    assert calls == [
+        reactions.Settlement(
+            milestone_id=milestone.pk,
+            project_id=milestone.project_id,
+            status="released",
+            currency="usd",
+            released_amount=100_000,
+            fee=fee,
+            refunded_amount=0,
+        )
+    ]
+    assert fee > 0
+
+
+def test_a_reaction_refuses_a_payload_of_another_type():
+    with pytest.raises(TypeError):
+        reactions.milestone_settled.fire({"milestone_id": 1})
 
 
 def test_auto_release_after_the_review_window_only_for_submitted():

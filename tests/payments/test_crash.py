@@ -39,7 +39,9 @@ def test_killed_after_the_authorization_the_rerun_charges_once(milestone):
     with mock.patch.object(tasks.payment_process_task, "apply_async"):
         payment = fund(milestone)
     with (
-        mock.patch("payments.services.processing._apply_intent_locked_tx", side_effect=WorkerKilled),
+        mock.patch(
+            "payments.services.processing._apply_intent_locked_tx", side_effect=WorkerKilled
+        ),
         pytest.raises(WorkerKilled),
     ):
         tasks.payment_process_task.run(payment.pk)

@@ -72,7 +72,7 @@ def test_a_lost_hook_call_is_found_by_the_sweep(homeowner, contractor, milestone
     from unittest import mock
 
     fund(milestone)
-    with mock.patch("payments.apps._start_payout"), mock.patch("escrow.hooks._run"):
+    with mock.patch("escrow.reactions.Reaction._run"):
         release(homeowner, contractor, milestone)
     assert not Payout.objects.exists()
 
