@@ -336,6 +336,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # --- Domain settings --------------------------------------------------------------------------
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="sandbox")
 PLATFORM_FEE_PERCENT = env.str("PLATFORM_FEE_PERCENT", default="5")
+# The fee policy a release's fee comes from (escrow/fees.py): a dotted path to a callable
+# (milestone, release_amount) -> fee in minor units; billing may name its own.
+ESCROW_FEE_POLICY = env.str("ESCROW_FEE_POLICY", default="escrow.fees.platform_fee_policy")
 # Balance rows per shared ledger account (gateway, revenue, expense): postings pick one at
 # random so parallel transactions do not serialise on one row lock (escrow.models).
 LEDGER_BALANCE_SLOTS = env.int("LEDGER_BALANCE_SLOTS", default=16)

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common import transitions
-from escrow import ledger, money, reactions
+from escrow import fees, ledger, reactions
 from escrow.actions import require, require_from
 from escrow.exceptions import (
     IllegalTransition,
@@ -219,10 +219,15 @@ def milestone_unfreeze(*, milestone_id: int, reason: str, actor: User | None = N
 
 
 def milestone_settle_dispute(
-    *, milestone_id: int, release_amount: int, actor: User | None = None
+    *,
+    milestone_id: int,
+    release_amount: int,
+    actor: User | None = None,
+    fee_policy: fees.FeePolicy | None = None,
 ) -> Milestone:
     """Resolve a disputed milestone: release all (released), nothing (refunded) or part
-    (split) of its escrow to the contractor; the fee applies to the released part only.
+    (split) of its escrow to the contractor; the fee applies to the released part only, as
+    `fee_policy` decides (the caller's: disputes, or billing's; default ESCROW_FEE_POLICY).
     What escrow holds excludes what pending refunds hold (their money is promised).
 
     Caller: disputes (or an operator). Joins the caller's transaction if any. Idempotent once
@@ -257,7 +262,14 @@ def milestone_settle_dispute(
             to = Status.REFUNDED
         else:
             to = Status.SPLIT
-        _settle(milestone, release_amount=release_amount, to=to, actor=actor, leaving_dispute=True)
+        _settle(
+            milestone,
+            release_amount=release_amount,
+            to=to,
+            actor=actor,
+            leaving_dispute=True,
+            fee_policy=fee_policy,
+        )
         milestone.frozen_from = ""
         milestone.save(update_fields=["frozen_from"])
     return milestone
@@ -270,18 +282,20 @@ def _settle(
     to: str,
     actor: User | None,
     leaving_dispute: bool = False,
+    fee_policy: fees.FeePolicy | None = None,
 ) -> None:
-    """Move the whole escrow out in one entry and fire reactions.milestone_settled. Caller holds the
-    milestone's lock inside its transaction. The escrow is `held_amount`: what pending refunds
-    hold stays in their holds (escrow/services/holds.py). Raises InsufficientFunds when
-    pending refunds hold all of it (there is nothing to settle until they end)."""
+    """Move the whole escrow out in one entry and fire reactions.milestone_settled. Caller
+    holds the milestone's lock inside its transaction. The fee on the released part comes
+    from `fee_policy`, else the configured one (escrow/fees.py). The escrow is `held_amount`:
+    what pending refunds hold stays in their holds (escrow/services/holds.py). Raises
+    InsufficientFunds when pending refunds hold all of it (nothing to settle until they end)."""
     if milestone.held_amount == 0:
         raise InsufficientFunds(
             f"Milestone {milestone.pk}'s escrow is all promised to pending refunds "
             f"({milestone.refund_holds}); nothing is left to settle until they end."
         )
     previous_balance = project_escrow_balance(milestone.project_id)
-    fee = money.platform_fee(release_amount)
+    fee = fees.fee_for(milestone, release_amount, fee_policy) if release_amount else 0
     kind = {
         Status.RELEASED: JournalEntry.Kind.RELEASE,
         Status.REFUNDED: JournalEntry.Kind.REFUND,

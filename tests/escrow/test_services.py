@@ -684,3 +684,51 @@ def test_settling_a_dispute_raises_what_its_docstring_says(release_amount, error
 
     assert Milestone.objects.get(pk=milestone.pk).status == "disputed"
     assert balances() == before
+
+
+def test_a_caller_supplied_fee_policy_decides_a_settlements_fee():
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    services.milestone_freeze(milestone_id=milestone.pk, reason="chargeback")
+    asked = []
+
+    def flat_fee(m, release_amount):
+        asked.append((m.pk, release_amount))
+        return 250
+
+    services.milestone_settle_dispute(
+        milestone_id=milestone.pk, release_amount=6_000, fee_policy=flat_fee
+    )
+
+    assert asked == [(milestone.pk, 6_000)]
+    settlement = selectors.milestone_settlement(milestone_id=milestone.pk)
+    assert (settlement.payout_amount, settlement.fee, settlement.refund_amount) == (
+        5_750,
+        250,
+        4_000,
+    )
+
+
+def test_the_configured_fee_policy_decides_a_releases_fee(settings):
+    settings.ESCROW_FEE_POLICY = "escrow.fees.no_fee"
+    milestone = submitted(MilestoneFactory(amount=10_000))
+
+    services.milestone_approve(milestone_id=milestone.pk, actor=milestone.project.homeowner)
+
+    assert selectors.milestone_settlement(milestone_id=milestone.pk).fee == 0
+
+
+@pytest.mark.parametrize("answer", [-1, 6_001, 12.5, "100"])
+def test_a_fee_policy_answer_outside_the_release_posts_nothing(answer):
+    milestone = MilestoneFactory(amount=10_000)
+    fund(milestone)
+    services.milestone_freeze(milestone_id=milestone.pk, reason="chargeback")
+
+    with pytest.raises(ValueError, match="fee policy"):
+        services.milestone_settle_dispute(
+            milestone_id=milestone.pk, release_amount=6_000, fee_policy=lambda m, r: answer
+        )
+
+    milestone.refresh_from_db()
+    assert milestone.status == "disputed"
+    assert not JournalEntry.objects.filter(kind="split").exists()
