@@ -4,7 +4,7 @@ is told it does not exist."""
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 
 from escrow import ledger
 from escrow.exceptions import MilestoneNotFound, ProjectNotFound
@@ -217,3 +217,24 @@ def milestone_settlement(*, milestone_id: int) -> Settlement | None:
         fee=fee,
         refund_amount=refund,
     )
+
+
+def milestones_settled_with(*, part: str) -> QuerySet[Milestone]:
+    """Milestones whose settlement entry moved money to `part`: "payout" (a release or split:
+    the contractor's payable) or "refund" (a refund or split: back to the gateway). For
+    payments' sweep, which starts the payout or gateway refund a lost reaction did not."""
+    kinds = {
+        "payout": [JournalEntry.Kind.RELEASE, JournalEntry.Kind.SPLIT],
+        "refund": [JournalEntry.Kind.REFUND, JournalEntry.Kind.SPLIT],
+    }[part]
+    statuses = {
+        "payout": [Milestone.Status.RELEASED, Milestone.Status.SPLIT],
+        "refund": [Milestone.Status.REFUNDED, Milestone.Status.SPLIT],
+    }[part]
+    entries = JournalEntry.objects.filter(milestone=OuterRef("pk"), kind__in=kinds)
+    return Milestone.objects.filter(status__in=statuses).filter(Exists(entries))
+
+
+def funding_posted(*, reference: str) -> bool:
+    """Whether escrow posted the funding `reference` (a payment's id) to the ledger."""
+    return JournalEntry.objects.filter(reference=f"fund:{reference}").exists()

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from escrow.models import JournalEntry
+from escrow import selectors as escrow_selectors
 from payments.exceptions import TransferReversalInvalid
 from payments.gateways import GatewayError, get_gateway
 from payments.locks import payment_for_update
@@ -131,9 +131,8 @@ def _check_payments(run, gateway, provider, since, created_since) -> None:
                 detail=f"gateway captured the money but the payment is {payment.status}: refund it",
             )
         payment.refresh_from_db()
-        if (
-            payment.status in Payment.CAPTURED
-            and not JournalEntry.objects.filter(reference=f"fund:{payment.pk}").exists()
+        if payment.status in Payment.CAPTURED and not escrow_selectors.funding_posted(
+            reference=f"{payment.pk}"
         ):
             _report(
                 run,
@@ -163,36 +162,44 @@ def _check_payments(run, gateway, provider, since, created_since) -> None:
             )
 
 
+def _local_match(run, remote, rows, *, what, id_key, gateway_field, missing):
+    """The local row a gateway object (a refund, a transfer) is about: by the id we put in its
+    metadata, else by its gateway id. Reports it missing locally (`missing` in words) or with
+    another amount, and then returns None: the caller goes on to the next object."""
+    local_id = _meta_id(remote.metadata, id_key)
+    local = rows.filter(pk=local_id).first() if local_id else None
+    local = local or rows.model.objects.filter(**{gateway_field: remote.id}).first()
+    if local is None:
+        _report(run, Kind.MISSING_LOCALLY, what, gateway_id=remote.id, detail=missing)
+        return None
+    if remote.amount != local.amount:
+        _report(
+            run,
+            Kind.AMOUNT_MISMATCH,
+            what,
+            gateway_id=remote.id,
+            local_id=local.pk,
+            detail=f"gateway {remote.amount}, local {local.amount}",
+        )
+        return None
+    return local
+
+
 def _check_refunds(run, gateway, provider, since, created_since) -> None:
     seen = set()
     for remote in gateway.list_refunds(created_since=created_since):
         run.checked += 1
         seen.add(remote.id)
-        refund_id = _meta_id(remote.metadata, "refund_id")
-        refund = (
-            Refund.objects.filter(pk=refund_id, payment__provider=provider).first()
-            if refund_id
-            else None
+        refund = _local_match(
+            run,
+            remote,
+            Refund.objects.filter(payment__provider=provider),
+            what="refund",
+            id_key="refund_id",
+            gateway_field="gateway_refund_id",
+            missing=f"{remote.status} {remote.amount} {remote.currency} has no local refund",
         )
-        refund = refund or Refund.objects.filter(gateway_refund_id=remote.id).first()
         if refund is None:
-            _report(
-                run,
-                Kind.MISSING_LOCALLY,
-                "refund",
-                gateway_id=remote.id,
-                detail=f"{remote.status} {remote.amount} {remote.currency} has no local refund",
-            )
-            continue
-        if remote.amount != refund.amount:
-            _report(
-                run,
-                Kind.AMOUNT_MISMATCH,
-                "refund",
-                gateway_id=remote.id,
-                local_id=refund.pk,
-                detail=f"gateway {remote.amount}, local {refund.amount}",
-            )
             continue
         if refund.status == Refund.Status.PENDING and remote.status in ("succeeded", "failed"):
             fresh = gateway.retrieve_refund(refund_id=remote.id)
@@ -224,29 +231,16 @@ def _check_transfers(run, gateway, provider, since, created_since) -> None:
     for remote in gateway.list_transfers(created_since=created_since):
         run.checked += 1
         seen.add(remote.id)
-        payout_id = _meta_id(remote.metadata, "payout_id")
-        payout = (
-            Payout.objects.filter(pk=payout_id, provider=provider).first() if payout_id else None
+        payout = _local_match(
+            run,
+            remote,
+            Payout.objects.filter(provider=provider),
+            what="transfer",
+            id_key="payout_id",
+            gateway_field="gateway_transfer_id",
+            missing=f"{remote.amount} {remote.currency} to {remote.destination} has no payout",
         )
-        payout = payout or Payout.objects.filter(gateway_transfer_id=remote.id).first()
         if payout is None:
-            _report(
-                run,
-                Kind.MISSING_LOCALLY,
-                "transfer",
-                gateway_id=remote.id,
-                detail=f"{remote.amount} {remote.currency} to {remote.destination} has no payout",
-            )
-            continue
-        if remote.amount != payout.amount:
-            _report(
-                run,
-                Kind.AMOUNT_MISMATCH,
-                "transfer",
-                gateway_id=remote.id,
-                local_id=payout.pk,
-                detail=f"gateway {remote.amount}, local {payout.amount}",
-            )
             continue
         before = (payout.status, payout.amount_reversed)
         if before[0] != Payout.Status.PENDING and remote.amount_reversed == before[1]:

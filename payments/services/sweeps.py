@@ -1,14 +1,14 @@
-"""Beat work: what a crash, a lost enqueue or a lost hook call left behind."""
+"""Beat work: what a crash, a lost enqueue or a lost reaction left behind."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from escrow.models import JournalEntry, Milestone
+from escrow import selectors as escrow_selectors
 from payments.models import Payment, Payout, Refund
 from payments.services import intents, payouts, refunds
 
@@ -80,24 +80,14 @@ def work_due(*, now=None, batch_size: int = 200) -> dict:
 
 def settlements_sweep(*, batch_size: int = 100) -> dict:
     """Released or split milestones without a payout, and refunded or split ones without a
-    gateway refund: the escrow hook call was lost (a crash between commit and the hook)."""
-    released = JournalEntry.objects.filter(
-        milestone=OuterRef("pk"), kind__in=[JournalEntry.Kind.RELEASE, JournalEntry.Kind.SPLIT]
-    )
-    refunded = JournalEntry.objects.filter(
-        milestone=OuterRef("pk"), kind__in=[JournalEntry.Kind.REFUND, JournalEntry.Kind.SPLIT]
-    )
+    gateway refund: the reaction was lost (a crash between commit and its handler)."""
     missing_payout = list(
-        Milestone.objects.filter(
-            status__in=[Milestone.Status.RELEASED, Milestone.Status.SPLIT],
-            payouts__isnull=True,
-        )
-        .filter(Exists(released))
+        escrow_selectors.milestones_settled_with(part="payout")
+        .filter(payouts__isnull=True)
         .values_list("pk", flat=True)[:batch_size]
     )
     missing_refund = list(
-        Milestone.objects.filter(status__in=[Milestone.Status.REFUNDED, Milestone.Status.SPLIT])
-        .filter(Exists(refunded))
+        escrow_selectors.milestones_settled_with(part="refund")
         .exclude(pk__in=Refund.objects.filter(milestone__isnull=False).values("milestone_id"))
         .values_list("pk", flat=True)[:batch_size]
     )
