@@ -122,6 +122,14 @@ class Gateway:
     # PaymentMethod must be attached to a Customer to be charged more than once).
     uses_customers = False
 
+    @staticmethod
+    def parse_webhook(body, *, type: str | None = None):
+        """A webhook's body (bytes, or the decoded JSON object the inbox stored, whose stored
+        `type` then overrides the body's) as a
+        payments.gateways.events.GatewayEvent in our own event kinds. No call, no instance
+        state: the services parse stored events with the adapter class."""
+        raise NotImplementedError
+
     def describe_method(self, *, token: str) -> MethodInfo:
         raise NotImplementedError
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import stripe
 from django.conf import settings
 
+from payments.gateways import events
 from payments.gateways.base import (
     CardDeclined,
     Gateway,
@@ -160,6 +161,7 @@ class StripeGateway(Gateway):
         self.client = client or _client()
 
     uses_customers = True
+    parse_webhook = staticmethod(events.parse_stripe_shaped)
 
     def describe_method(self, *, token: str) -> MethodInfo:
         return _method_info(_call(self.client.v1.payment_methods.retrieve, token))

@@ -27,16 +27,17 @@ from django.db.models import F
 from django.utils import timezone
 
 from common.bulk import Saves
+from common.errors import DomainError
 from escrow.locks import milestones_for_update
 from escrow.services import FundingBatch
+from payments.gateways import PROVIDERS, EventKind, parse_webhook
+from payments.gateways.events import BATCHABLE_TYPES
 from payments.models import Payment, WebhookEvent
 from payments.services import intents
-from payments.services.webhooks import PROVIDERS, _intent_from, _metadata_id
 from realtime.events import emits_batched
 
 logger = logging.getLogger(__name__)
 Status = Payment.Status
-TYPES = frozenset({"payment_intent.succeeded"})
 _OPEN = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PARKED)
 
 
@@ -58,15 +59,14 @@ def webhook_process_batch(webhook_event_ids: list[int]) -> tuple[list[int], list
         return list(webhook_event_ids), []
 
 
-def _references(obj: dict) -> list[tuple[str, object]]:
+def _references(event) -> list[tuple[str, object]]:
     """What a delivery is about, so two in one batch about the same thing are left in order."""
     found = []
-    payment_id = _metadata_id(obj, "payment_id")
-    if payment_id is not None:
-        found.append(("payment", payment_id))
-    intent = obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
-    if isinstance(intent, str) and intent:
-        found.append(("intent", intent))
+    ref = event.payment
+    if ref is not None and ref.payment_id is not None:
+        found.append(("payment", ref.payment_id))
+    if ref is not None and ref.intent_id:
+        found.append(("intent", ref.intent_id))
     return found
 
 
@@ -85,31 +85,33 @@ def _apply(ids: list[int]) -> tuple[list[int], list[int]]:
         # their own task.
         rows += (
             WebhookEvent.objects.select_for_update(skip_locked=True)
-            .filter(status=WebhookEvent.Status.RECEIVED, type__in=TYPES)
+            .filter(status=WebhookEvent.Status.RECEIVED, type__in=BATCHABLE_TYPES)
             .exclude(pk__in=ids)
             .order_by("pk")[:room]
         )
 
-    objects, about = {}, Counter()  # objects: row id → (data.object, its references)
+    events, about = {}, Counter()  # events: row id → (its GatewayEvent, its references)
     for row in rows:
-        payload = row.payload if isinstance(row.payload, dict) else None
-        obj = ((payload or {}).get("data") or {}).get("object")
-        if isinstance(obj, dict):
-            objects[row.pk] = obj, _references(obj)
-            about.update(objects[row.pk][1])
-    candidates = []  # (row, payment id, intent)
-    for row in rows:
-        if row.type not in TYPES or row.provider not in PROVIDERS or row.pk not in objects:
-            continue
-        obj, references = objects[row.pk]
-        payment_id = _metadata_id(obj, "payment_id")
-        if payment_id is None or any(about[ref] > 1 for ref in references):
+        if row.provider not in PROVIDERS or not isinstance(row.payload, dict):
             continue
         try:
-            intent = _intent_from(obj)
-        except (KeyError, TypeError, ValueError):
+            event = parse_webhook(row.provider, row.payload, type=row.type)
+        except (KeyError, TypeError, ValueError, AttributeError, DomainError):
             continue  # malformed: the one-by-one path records the error on the row
-        candidates.append((row, payment_id, intent))
+        events[row.pk] = event, _references(event)
+        about.update(events[row.pk][1])
+    candidates = []  # (row, payment id, intent)
+    for row in rows:
+        if row.type not in BATCHABLE_TYPES or row.pk not in events:
+            continue
+        event, references = events[row.pk]
+        if (
+            event.kind != EventKind.PAYMENT_UPDATED
+            or event.payment.payment_id is None
+            or any(about[ref] > 1 for ref in references)
+        ):
+            continue
+        candidates.append((row, event.payment.payment_id, event.intent))
 
     done, held = _apply_successes(candidates)
     busy = (set(ids) - locked) | held

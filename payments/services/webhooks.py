@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,8 +23,8 @@ from payments.exceptions import (
     UnknownObject,
     WebhookRejected,
 )
-from payments.gateways import IntentResult, RefundResult, TransferResult
-from payments.gateways.base import next_action_from
+from payments.gateways import PROVIDERS, EventKind, GatewayEvent, parse_webhook
+from payments.gateways.events import PaymentRef, metadata_id
 from payments.locks import payment_for_update
 from payments.models import Payment, Payout, Refund, WebhookEvent
 from payments.services import intents, payouts, refunds
@@ -31,7 +32,6 @@ from payments.services._events import operator_ids, operators_email, payment_dat
 from realtime.events import emit, sequencing_deferred
 
 logger = logging.getLogger(__name__)
-PROVIDERS = ("stripe", "sandbox")
 
 _INSERT = None
 
@@ -178,11 +178,12 @@ def apply_event(row: WebhookEvent) -> bool:
     """Run the event's handler; whether it changed anything. Caller holds the row's lock and
     the transaction. Raises what the handler raises (UnknownObject, TransferReversalInvalid,
     ...), and the caller's transaction rolls its writes back."""
-    handler = HANDLERS.get(row.type)
+    payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+    event = parse_webhook(row.provider, payload, type=row.type)
+    handler = HANDLERS.get(event.kind)
     if handler is None:
         return False
-    payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
-    return handler(row.provider, payload["data"]["object"]) is not False
+    return handler(row.provider, event) is not False
 
 
 def webhooks_due(*, now=None, batch_size: int = 200) -> list[int]:
@@ -205,163 +206,118 @@ def webhooks_due(*, now=None, batch_size: int = 200) -> list[int]:
     return ids
 
 
-# --- Handlers: (provider, data.object) -> False when there was nothing to do ----------------
+# --- Handlers: (provider, GatewayEvent) -> False when there was nothing to do --------------
 
 
-def _metadata_id(obj: dict, name: str) -> int | None:
-    value = (obj.get("metadata") or {}).get(name)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _find_payment_id(provider: str, obj: dict) -> int:
+def _find_payment_id(provider: str, ref: PaymentRef) -> int:
     """Our payment for a gateway object: by the id in its metadata (one indexed lookup, no
     query when the row is then locked anyway), else by the gateway's ids."""
-    payment_id = _metadata_id(obj, "payment_id")
-    if payment_id is not None:
-        return payment_id
+    if ref.payment_id is not None:
+        return ref.payment_id
     payments = Payment.objects.filter(provider=provider)
-    gateway_id = (
-        obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
-    )
-    if gateway_id:
-        found = payments.filter(gateway_payment_id=gateway_id).values_list("pk", flat=True).first()
+    if ref.intent_id:
+        found = (
+            payments.filter(gateway_payment_id=ref.intent_id).values_list("pk", flat=True).first()
+        )
         if found:
             return found
-    charge = obj.get("charge") or (obj.get("id") if obj.get("object") == "charge" else None)
-    if charge:
-        found = payments.filter(gateway_charge_id=charge).values_list("pk", flat=True).first()
+    if ref.charge_id:
+        found = (
+            payments.filter(gateway_charge_id=ref.charge_id).values_list("pk", flat=True).first()
+        )
         if found:
             return found
-    raise UnknownObject(f"no payment for {obj.get('object')} {obj.get('id')}")
+    raise UnknownObject(f"no payment for {ref.intent_id or ref.charge_id or 'an object'}")
 
 
-def _lock_payment(provider: str, obj: dict) -> Payment:
-    """Find and lock (project → milestone → payment) the payment an object is about. An id in
+def _lock_payment(provider: str, event: GatewayEvent) -> Payment:
+    """Find and lock (project → milestone → payment) the payment an event is about. An id in
     the metadata that is not ours for this provider falls back to the gateway's ids."""
-    payment_id = _find_payment_id(provider, obj)
+    ref = event.payment or PaymentRef()
     try:
-        payment = payment_for_update(payment_id=payment_id)
+        payment = payment_for_update(payment_id=_find_payment_id(provider, ref))
     except PaymentNotFound:
         payment = None
     if payment is None or payment.provider != provider:
-        stripped = {**obj, "metadata": {}}
+        stripped = replace(ref, payment_id=None)
         payment = payment_for_update(payment_id=_find_payment_id(provider, stripped))
     return payment
 
 
-def _intent_from(obj: dict) -> IntentResult:
-    error = obj.get("last_payment_error") or {}
-    charge = obj.get("latest_charge")
-    return IntentResult(
-        id=obj["id"],
-        status=obj.get("status", ""),
-        amount=int(obj.get("amount") or 0),
-        currency=obj.get("currency", ""),
-        charge_id=(charge.get("id") if isinstance(charge, dict) else charge) or "",
-        amount_received=int(obj.get("amount_received") or 0),
-        failure_code=error.get("decline_code") or error.get("code") or "",
-        failure_message=error.get("message") or "",
-        metadata=obj.get("metadata") or {},
-        next_action=next_action_from(obj),
-        client_secret=obj.get("client_secret") or "",
-    )
+def _on_payment(provider: str, event: GatewayEvent) -> bool:
+    payment = _lock_payment(provider, event)
+    return intents.apply_intent(payment, event.intent, followup=True)
 
 
-def _on_payment_intent(provider: str, obj: dict) -> bool:
-    payment = _lock_payment(provider, obj)
-    return intents.apply_intent(payment, _intent_from(obj), followup=True)
-
-
-def _on_refund(provider: str, obj: dict) -> bool:
-    refund_id = _metadata_id(obj, "refund_id")
+def _apply_refund(provider: str, result) -> bool:
+    refund_id = metadata_id(result.metadata, "refund_id")
     refund = None
     if refund_id is not None:
         refund = Refund.objects.filter(pk=refund_id, payment__provider=provider).first()
-    if refund is None and obj.get("id"):
-        refund = Refund.objects.filter(gateway_refund_id=obj["id"]).first()
+    if refund is None and result.id:
+        refund = Refund.objects.filter(gateway_refund_id=result.id).first()
     if refund is None:
-        raise UnknownObject(f"no refund for {obj.get('id')}")
-    result = RefundResult(
-        id=obj["id"],
-        status=obj.get("status", ""),
-        amount=int(obj.get("amount") or 0),
-        currency=obj.get("currency", ""),
-    )
+        raise UnknownObject(f"no refund for {result.id}")
     before = refund.status
     return refunds.refund_apply(refund_id=refund.pk, result=result).status != before
 
 
-def _on_charge_refunded(provider: str, obj: dict) -> bool:
+def _on_refund(provider: str, event: GatewayEvent) -> bool:
+    return _apply_refund(provider, event.refunds[0])
+
+
+def _on_charge_refunded(provider: str, event: GatewayEvent) -> bool:
     changed = False
-    for item in (obj.get("refunds") or {}).get("data") or []:
+    for result in event.refunds:
         try:
-            changed |= _on_refund(provider, item)
+            changed |= _apply_refund(provider, result)
         except UnknownObject:
             continue
     return changed
 
 
-def _on_transfer(provider: str, obj: dict) -> bool:
-    payout_id = _metadata_id(obj, "payout_id")
+def _on_transfer(provider: str, event: GatewayEvent) -> bool:
+    result = event.transfer
+    payout_id = metadata_id(result.metadata, "payout_id")
     payout = Payout.objects.filter(pk=payout_id, provider=provider).first() if payout_id else None
-    if payout is None and obj.get("id"):
-        payout = Payout.objects.filter(gateway_transfer_id=obj["id"]).first()
+    if payout is None and result.id:
+        payout = Payout.objects.filter(gateway_transfer_id=result.id).first()
     if payout is None:
-        raise UnknownObject(f"no payout for {obj.get('id')}")
-    result = TransferResult(
-        id=obj["id"],
-        amount=int(obj.get("amount") or 0),
-        currency=obj.get("currency", ""),
-        destination=str(obj.get("destination") or ""),
-        reversed=bool(obj.get("reversed")),
-        amount_reversed=_int(obj.get("amount_reversed")),
-    )
+        raise UnknownObject(f"no payout for {result.id}")
     before = (payout.status, payout.amount_reversed)
     payouts.payout_apply(payout_id=payout.pk, result=result)
     payout.refresh_from_db(fields=["status", "amount_reversed"])
     return (payout.status, payout.amount_reversed) != before
 
 
-def _int(value) -> int:
-    """An integer field of a gateway object; anything else is a payload we refuse to apply."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TransferReversalInvalid(f"amount_reversed {value!r} is not an integer")
-    return value
-
-
-def _on_dispute_created(provider: str, obj: dict) -> bool:
+def _on_dispute_created(provider: str, event: GatewayEvent) -> bool:
     """The cardholder disputed the charge: freeze the milestone's escrow and tell operators."""
-    payment = _lock_payment(provider, obj)
-    payment_id = payment.pk
+    payment = _lock_payment(provider, event)
+    dispute = event.dispute
     frozen = True
     try:
         escrow_services.milestone_freeze(
             milestone_id=payment.milestone_id,
-            reason=f"gateway dispute {obj.get('id')} ({obj.get('reason', 'unknown')})",
+            reason=f"gateway dispute {dispute.id} ({dispute.reason or 'unknown'})",
         )
     except IllegalTransition:
         frozen = False
         logger.warning(
-            "dispute on a milestone that cannot be frozen", extra={"payment_id": payment_id}
+            "dispute on a milestone that cannot be frozen", extra={"payment_id": payment.pk}
         )
     reactions.charge_disputed.fire(
         reactions.ChargeDisputed(
             payment_id=payment.pk,
             milestone_id=payment.milestone_id,
-            dispute_id=str(obj.get("id") or "")[:255],
-            reason=str(obj.get("reason") or "")[:64],
+            dispute_id=dispute.id,
+            reason=dispute.reason,
             frozen=frozen,
         )
     )
     operators = operator_ids()
     emit(
         "payment.disputed",
-        payment_data(payment, dispute_id=obj.get("id"), reason=obj.get("reason", "")),
+        payment_data(payment, dispute_id=dispute.id or None, reason=dispute.reason),
         aggregate=("payment", payment.pk),
         audience=[*operators, *payment.party_ids()],
         channels=[f"payment.{payment.pk}", f"milestone.{payment.milestone_id}"],
@@ -370,7 +326,7 @@ def _on_dispute_created(provider: str, obj: dict) -> bool:
         operators=operators,
         subject=f"Charge dispute on payment {payment.pk}",
         message=(
-            f"The gateway reports dispute {obj.get('id')} ({obj.get('reason', 'unknown')}) on "
+            f"The gateway reports dispute {dispute.id} ({dispute.reason or 'unknown'}) on "
             f"payment {payment.pk}; milestone {payment.milestone_id} is frozen."
         ),
     )
@@ -382,50 +338,41 @@ def _on_dispute_created(provider: str, obj: dict) -> bool:
 _DISPUTE_CLOSED_IN_OUR_FAVOUR = frozenset({"won", "warning_closed"})
 
 
-def _on_dispute_closed(provider: str, obj: dict) -> bool:
+def _on_dispute_closed(provider: str, event: GatewayEvent) -> bool:
     """The gateway closed a charge dispute: in the merchant's favour the freeze is lifted
     (the milestone goes back to the status it had before); otherwise operators decide."""
-    payment = _lock_payment(provider, obj)
-    status = str(obj.get("status") or "")
+    payment = _lock_payment(provider, event)
+    dispute = event.dispute
     unfrozen = False
-    if status not in _DISPUTE_CLOSED_IN_OUR_FAVOUR:
+    if dispute.status not in _DISPUTE_CLOSED_IN_OUR_FAVOUR:
         logger.warning(
             "charge dispute closed against us; the milestone stays frozen",
-            extra={"payment_id": payment.pk, "dispute_status": status[:32]},
+            extra={"payment_id": payment.pk, "dispute_status": dispute.status},
         )
     else:
         milestone = escrow_services.milestone_unfreeze(
             milestone_id=payment.milestone_id,
-            reason=f"gateway dispute {obj.get('id')} closed: {status}",
+            reason=f"gateway dispute {dispute.id} closed: {dispute.status}",
         )
         unfrozen = milestone.status != "disputed"
     reactions.charge_dispute_closed.fire(
         reactions.ChargeDisputeClosed(
             payment_id=payment.pk,
             milestone_id=payment.milestone_id,
-            dispute_id=str(obj.get("id") or "")[:255],
-            status=status[:32],
+            dispute_id=dispute.id,
+            status=dispute.status,
             unfrozen=unfrozen,
         )
     )
     return unfrozen
 
 
+# What each of our event kinds does; EventKind.UNHANDLED (and any kind not here) is ignored.
 HANDLERS = {
-    "payment_intent.created": _on_payment_intent,
-    "payment_intent.processing": _on_payment_intent,
-    "payment_intent.requires_action": _on_payment_intent,
-    "payment_intent.amount_capturable_updated": _on_payment_intent,
-    "payment_intent.succeeded": _on_payment_intent,
-    "payment_intent.payment_failed": _on_payment_intent,
-    "payment_intent.canceled": _on_payment_intent,
-    "refund.created": _on_refund,
-    "refund.updated": _on_refund,
-    "refund.failed": _on_refund,
-    "charge.refunded": _on_charge_refunded,
-    "transfer.created": _on_transfer,
-    "transfer.updated": _on_transfer,
-    "transfer.reversed": _on_transfer,
-    "charge.dispute.created": _on_dispute_created,
-    "charge.dispute.closed": _on_dispute_closed,
+    EventKind.PAYMENT_UPDATED: _on_payment,
+    EventKind.REFUND_UPDATED: _on_refund,
+    EventKind.CHARGE_REFUNDED: _on_charge_refunded,
+    EventKind.TRANSFER_UPDATED: _on_transfer,
+    EventKind.CHARGE_DISPUTED: _on_dispute_created,
+    EventKind.DISPUTE_CLOSED: _on_dispute_closed,
 }

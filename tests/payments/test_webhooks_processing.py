@@ -224,6 +224,7 @@ def test_a_replay_that_fails_now_leaves_an_applied_event_processed(milestone, op
     from unittest import mock
 
     from payments.exceptions import UnknownObject
+    from payments.gateways import EventKind
     from payments.services import webhooks as webhook_services
 
     fund(milestone, "pm_card_authenticationRequired")
@@ -234,7 +235,7 @@ def test_a_replay_that_fails_now_leaves_an_applied_event_processed(milestone, op
     def lost(provider, obj):
         raise UnknownObject("no payment for payment_intent pi_x")
 
-    with mock.patch.dict(webhook_services.HANDLERS, {row.type: lost}):
+    with mock.patch.dict(webhook_services.HANDLERS, {EventKind.PAYMENT_UPDATED: lost}):
         result = services.webhook_replay(webhook_event_id=row.pk, actor=operator.user)
 
     assert (result.status, result.changed) == ("processed", False)

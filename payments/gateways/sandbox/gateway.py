@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from payments.gateways import events
 from payments.gateways.base import (
     CardDeclined,
     Gateway,
@@ -54,6 +55,8 @@ def _new_id(prefix: str) -> str:
 
 class SandboxGateway(Gateway):
     name = "sandbox"
+    # The sandbox sends Stripe-shaped events (signed the same way).
+    parse_webhook = staticmethod(events.parse_stripe_shaped)
 
     # --- records --------------------------------------------------------------------------
 
