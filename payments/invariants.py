@@ -33,9 +33,9 @@ def funding_violations(*, limit: int = 100) -> list[str]:
             kind=JournalEntry.Kind.FUND, reference__startswith="fund:"
         ).values_list("reference", flat=True)
     )
-    captured = Payment.objects.filter(status__in=Payment.CAPTURED).values_list(
-        "pk", "amount", "amount_refunded"
-    )
+    captured = Payment.objects.filter(
+        status__in=Payment.CAPTURED, purpose=Payment.Purpose.FUNDING
+    ).values_list("pk", "amount", "amount_refunded")
     for payment_id, _amount, _refunded in captured.iterator():
         if f"fund:{payment_id}" not in fund_refs and add(
             f"payment {payment_id} is captured but has no ledger entry fund:{payment_id}"

@@ -7,14 +7,15 @@ from payments.models import Payment, Payout, Refund
 
 
 def payment_for_update(*, payment_id: int, with_milestone: bool = True) -> Payment:
-    """Lock the payment's project and milestone (when asked), then the payment."""
+    """Lock the payment's project and milestone (when asked and it has one: a top-up may
+    not), then the payment."""
     milestone = None
     if with_milestone:
-        milestone_id = Payment.objects.filter(pk=payment_id).values_list("milestone_id", flat=True)
-        milestone_id = milestone_id.first()
-        if milestone_id is None:
+        row = Payment.objects.filter(pk=payment_id).values("milestone_id").first()
+        if row is None:
             raise PaymentNotFound()
-        milestone = milestone_for_update(milestone_id=milestone_id)
+        if row["milestone_id"] is not None:
+            milestone = milestone_for_update(milestone_id=row["milestone_id"])
     payment = Payment.objects.select_for_update(of=("self",)).filter(pk=payment_id).first()
     if payment is None:
         raise PaymentNotFound()

@@ -3,7 +3,7 @@
 from django.db.models import Q, QuerySet
 
 from payments.exceptions import PaymentNotFound
-from payments.models import Payment, PaymentMethod
+from payments.models import Payment, PaymentMethod, Payout
 
 
 def _visible(user) -> Q:
@@ -28,6 +28,29 @@ def payment_get_for_user(*, user, payment_id) -> Payment:
     if payment is None:
         raise PaymentNotFound()
     return payment
+
+
+def payment_for_milestone(*, user, milestone_id) -> Payment | None:
+    """The milestone's funding payment that holds or held its money (the live one: in flight,
+    completed or refunded), else its latest attempt; None when it has none the user may
+    see."""
+    payments = Payment.objects.filter(
+        _visible(user), milestone_id=milestone_id, purpose=Payment.Purpose.FUNDING
+    )
+    live = payments.exclude(status__in=Payment.FAILURES).order_by("-id").first()
+    return live or payments.order_by("-id").first()
+
+
+def payouts_for_user(*, user) -> QuerySet[Payout]:
+    """The payouts the user may see, newest first: their own (the payee's), those of a
+    milestone in a project they are the homeowner of (whether the contractor was paid), and
+    all of them for operators."""
+    if user is None or not user.is_authenticated:
+        return Payout.objects.none()
+    payouts = Payout.objects.all()
+    if not user.is_staff:
+        payouts = payouts.filter(Q(payee=user) | Q(milestone__project__homeowner=user))
+    return payouts.order_by("-id")
 
 
 def payment_next_action_for(*, user, payment: Payment) -> dict | None:

@@ -105,7 +105,9 @@ def project_context(*, user, project_id: int) -> dict:
     payments = payments_bridge.payments_by_milestone(
         user=user, milestone_ids=[m.pk for m in milestones]
     )
-    payouts = payments_bridge.payouts_by_milestone(milestone_ids=[m.pk for m in milestones])
+    payouts = payments_bridge.payouts_by_milestone(
+        user=user, milestone_ids=[m.pk for m in milestones]
+    )
     methods = (
         payments_bridge.usable_payment_methods(user=user) if user.pk == project.homeowner_id else []
     )

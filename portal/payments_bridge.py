@@ -107,9 +107,8 @@ def payment_method_remove(*, user, payment_method_id: int) -> PaymentMethod:
     return services.payment_method_remove(user=user, payment_method_id=payment_method_id)
 
 
-def payouts_by_milestone(*, milestone_ids) -> dict[int, Payout]:
+def payouts_by_milestone(*, user, milestone_ids) -> dict[int, Payout]:
     """The latest payout of each milestone (a failed or reversed one may have been paid
-    again by a newer one). payments has no payout selector yet; the caller passes only
-    milestones it fetched through escrow's permission-checked project selector."""
-    payouts = Payout.objects.filter(milestone_id__in=list(milestone_ids)).order_by("pk")
-    return {payout.milestone_id: payout for payout in payouts}
+    again by a newer one), of those the user may see (payments.selectors)."""
+    payouts = selectors.payouts_for_user(user=user).filter(milestone_id__in=list(milestone_ids))
+    return {payout.milestone_id: payout for payout in payouts.order_by("pk")}

@@ -74,10 +74,19 @@ class Payment(models.Model):
     OPEN = frozenset({Status.INITIATED, Status.PROCESSING, Status.VERIFYING, Status.AUTHORIZED})
 
     class Purpose(models.TextChoices):
-        FUNDING = "funding"
+        FUNDING = "funding"  # a milestone's escrow: completed, escrow funds the milestone
+        # Money in for the project that is not a milestone's escrow (an extra the homeowner
+        # pays ahead, billing's wallet): completed, payments fires reactions.payment_completed
+        # and the owner of the purpose posts it; escrow's funding is never touched.
+        TOP_UP = "top_up"
 
+    # Every funding payment has its milestone (database); a top-up may have none.
     milestone = models.ForeignKey(
-        "escrow.Milestone", on_delete=models.PROTECT, related_name="payments"
+        "escrow.Milestone",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="payments",
     )
     project = models.ForeignKey("escrow.Project", on_delete=models.PROTECT, related_name="+")
     payer = models.ForeignKey(
@@ -134,6 +143,10 @@ class Payment(models.Model):
                 ],
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(purpose="top_up") | Q(purpose="funding", milestone__isnull=False),
+                name="payment_purpose_valid",
+            ),
             models.CheckConstraint(
                 condition=Q(amount_refunded__gte=0) & Q(amount_refunded__lte=F("amount")),
                 name="payment_refund_within_amount",

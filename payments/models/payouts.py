@@ -29,7 +29,8 @@ class PayoutAccount(models.Model):
 
 class Payout(models.Model):
     """A transfer of a released milestone's payable amount to the contractor, or (with
-    `retry_of`) of what a failed or reversed payout of the same milestone left owed.
+    `retry_of`) of what a failed or reversed payout of the same milestone left owed, or (purpose
+    `balance`, no milestone) of a user's payable balance.
 
     `amount_reversed` is what the gateway took back from the connected account (Stripe's
     `transfer.amount_reversed`, cumulative): it only grows, never past `amount` (database
@@ -62,10 +63,21 @@ class Payout(models.Model):
     # Statuses that left money owed to the contractor again, which payout_retry pays.
     RETRYABLE = frozenset({Status.FAILED, *REVERSED_STATUSES})
 
+    class Purpose(models.TextChoices):
+        MILESTONE = "milestone"  # a released milestone's payable (milestone set)
+        # A user's payable balance paid in one transfer, with no milestone: scheduled payouts
+        # and helper pay (their owners post the ledger; payments carries the transfer out).
+        BALANCE = "balance"
+
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.MILESTONE)
     # The milestone's first payout (retry_of null) is unique per milestone; a failed or
     # reversed one is paid again by a new payout pointing at it (payouts.payout_retry).
     milestone = models.ForeignKey(
-        "escrow.Milestone", on_delete=models.PROTECT, related_name="payouts"
+        "escrow.Milestone",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="payouts",
     )
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="retries"
@@ -101,6 +113,11 @@ class Payout(models.Model):
                 ["pending", "paid", "failed", "needs_account", "partially_reversed", "reversed"],
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(purpose="milestone", milestone__isnull=False)
+                | Q(purpose="balance", milestone__isnull=True),
+                name="payout_purpose_matches_milestone",
+            ),
             models.UniqueConstraint(
                 fields=["milestone"],
                 condition=Q(retry_of__isnull=True),

@@ -96,7 +96,8 @@ def _to_failure(payment: Payment, *, code: str, message: str, to: str | None = N
             "next_attempt_at": None,
         },
     )
-    escrow_services.milestone_funding_failed(milestone_id=payment.milestone_id)
+    if payment.purpose == Payment.Purpose.FUNDING:
+        escrow_services.milestone_funding_failed(milestone_id=payment.milestone_id)
     # The reason in words for both parties (the gateway's decline message, or ours for an
     # abandoned 3-D Secure check); never card data.
     emit_payment("payment.failed", payment, failure_message=payment.failure_message or None)
@@ -219,7 +220,8 @@ def payment_completed_locked(
 ) -> None:
     """The gateway took the money for a payment payment_intent_check moved to completed, whose
     milestone and payment locks the caller holds: the payment completed (with the `also`
-    fields), escrow funds its milestone, payment.completed. `funding` and `saves`: a worker's
+    fields), escrow funds its milestone (a funding payment), payment.completed and
+    reactions.payment_completed (a top-up's owner posts it there). `funding` and `saves`: a worker's
     batch (escrow's FundingBatch, prepared for this milestone, and the collector its rows are
     saved by at the end); without them escrow's milestone_funded checks and funds it here."""
     transition(
@@ -231,7 +233,7 @@ def payment_completed_locked(
     )
     if funding is not None:
         funding.fund(payment.milestone_id)
-    else:
+    elif payment.purpose == Payment.Purpose.FUNDING:
         # Both errors are raised before escrow writes anything, so no savepoint is needed.
         try:
             escrow_services.milestone_funded(

@@ -131,8 +131,10 @@ def _check_payments(run, gateway, provider, since, created_since) -> None:
                 detail=f"gateway captured the money but the payment is {payment.status}: refund it",
             )
         payment.refresh_from_db()
-        if payment.status in Payment.CAPTURED and not escrow_selectors.funding_posted(
-            reference=f"{payment.pk}"
+        if (
+            payment.status in Payment.CAPTURED
+            and payment.purpose == Payment.Purpose.FUNDING
+            and not escrow_selectors.funding_posted(reference=f"{payment.pk}")
         ):
             _report(
                 run,

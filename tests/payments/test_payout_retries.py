@@ -375,7 +375,7 @@ def test_the_portal_and_the_attention_panel_show_the_payout_that_paid_it_again(
 
     retried = services.payout_retry(payout_id=failed_payout.pk, actor=operator.user)
 
-    shown = payouts_by_milestone(milestone_ids=[failed_payout.milestone_id])
+    shown = payouts_by_milestone(user=operator.user, milestone_ids=[failed_payout.milestone_id])
     assert shown[failed_payout.milestone_id].pk == retried.pk
     assert waiting() == 0
 
