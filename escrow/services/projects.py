@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from common import transitions
 from escrow import money
 from escrow.exceptions import IllegalTransition, InvalidProject, NotAllowed
 from escrow.locks import project_for_update
@@ -100,11 +101,10 @@ def project_sign(*, project_id: int, actor: User) -> Project:
                 obj_name=f"Project {project.pk}", current=project.status, target="signed"
             )
         setattr(project, field, timezone.now())
-        update_fields = [field, "updated_at"]
         if project.homeowner_signed_at and project.contractor_signed_at:
-            project.status = Project.Status.ACTIVE
-            update_fields.append("status")
-        project.save(update_fields=update_fields)
+            transitions.transition(project, to=Project.Status.ACTIVE, also=[field])
+        else:
+            project.save(update_fields=[field, "updated_at"])
         emit_project("project.signed", project, signed_by=actor.pk, role=actor.role)
         if project.status == Project.Status.ACTIVE:
             emit_project(
@@ -142,9 +142,8 @@ def project_cancel(*, project_id: int, actor: User) -> Project:
             if milestone.status == Milestone.Status.PENDING:
                 milestone.project = project
                 transition(milestone, to=Milestone.Status.CANCELLED, actor=actor)
-        previous = project.status  # read from the locked row: draft or active
-        project.status = Project.Status.CANCELLED
-        project.save(update_fields=["status", "updated_at"])
+        # The locked row's status (draft or active) is the previous one.
+        previous = transitions.transition(project, to=Project.Status.CANCELLED)
         emit_project("project.status_updated", project, previous_status=previous)
     return project
 
@@ -156,6 +155,5 @@ def complete_if_settled(project: Project) -> None:
         return
     if project.milestones.exclude(status__in=Milestone.TERMINAL).exists():
         return
-    project.status = Project.Status.COMPLETED
-    project.save(update_fields=["status", "updated_at"])
+    transitions.transition(project, to=Project.Status.COMPLETED)
     emit_project("project.status_updated", project, previous_status="active")

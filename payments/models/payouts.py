@@ -47,7 +47,9 @@ class Payout(models.Model):
 
     TRANSITIONS = {
         Status.PENDING: {Status.PAID, Status.FAILED, Status.NEEDS_ACCOUNT},
-        Status.NEEDS_ACCOUNT: {Status.PENDING},
+        # failed: payout_process's transfer failed for good while another run found no
+        # payout account (_payout_failed fails a pending or needs_account payout).
+        Status.NEEDS_ACCOUNT: {Status.PENDING, Status.FAILED},
         Status.PAID: {Status.PARTIALLY_REVERSED, Status.REVERSED},
         # A further partial reversal stays partially_reversed (amount_reversed grows).
         Status.PARTIALLY_REVERSED: {Status.REVERSED},

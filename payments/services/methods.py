@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.transitions import transition
 from payments.calls import call_gateway
 from payments.exceptions import PaymentMethodNotFound, PaymentMethodRefused
 from payments.gateways import GatewayError, default_provider, get_gateway
@@ -142,10 +143,8 @@ def payment_method_remove(*, user, payment_method_id: int) -> PaymentMethod:
         if method is None:
             raise PaymentMethodNotFound()
         if method.status != Status.REMOVED:
-            previous = method.status
-            method.status = Status.REMOVED
             method.is_default = False
-            method.save(update_fields=["status", "is_default", "updated_at"])
+            previous = transition(method, to=Status.REMOVED, also=["is_default"])
             _emit_status_changed(method, previous=previous)
     return method
 
@@ -173,8 +172,7 @@ def payment_methods_expiry_check(*, today: date | None = None, warn_days: int = 
             if locked.status != Status.VERIFIED:
                 continue
             if last_day < today:
-                locked.status = Status.EXPIRED
-                locked.save(update_fields=["status", "updated_at"])
+                transition(locked, to=Status.EXPIRED)
                 _emit_status_changed(locked, previous=Status.VERIFIED)
                 expired += 1
             elif last_day <= today + timedelta(days=warn_days) and locked.expiry_warned_at is None:

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.transitions import transition
 from escrow import ledger
-from escrow.exceptions import IllegalTransition
 from escrow.models import JournalEntry, LedgerAccount, Milestone
 from payments.calls import call_gateway, next_attempt_time
 from payments.exceptions import TransferReversalInvalid
@@ -118,13 +118,14 @@ def payout_process(*, payout_id: int) -> Progress | None:
         locked = payout_for_update(payout_id=payout.pk)
         if not destination:
             if locked.status == Payout.Status.PENDING:
-                locked.status = Payout.Status.NEEDS_ACCOUNT
-                locked.save(update_fields=["status", "updated_at"])
+                transition(locked, to=Payout.Status.NEEDS_ACCOUNT)
             return Progress(locked.status)
-        if locked.status == Payout.Status.NEEDS_ACCOUNT:
-            locked.status = Payout.Status.PENDING
         locked.destination = destination
-        locked.save(update_fields=["status", "destination", "updated_at"])
+        if locked.status == Payout.Status.NEEDS_ACCOUNT:
+            transition(locked, to=Payout.Status.PENDING, also=["destination"])
+        else:
+            # The status stays what the locked row says (pending): only the destination.
+            locked.save(update_fields=["destination", "updated_at"])
     key = transfer_key(payout)
     source = payout.payment.gateway_charge_id if payout.payment else ""
     try:
@@ -200,18 +201,11 @@ def _check_transfer(payout: Payout, result: TransferResult) -> None:
 
 def _mark_paid(payout: Payout, result: TransferResult) -> None:
     """pending → paid. Caller holds the payout's lock."""
-    payout.status = Payout.Status.PAID
     payout.gateway_transfer_id = result.id
     payout.paid_at = timezone.now()
     payout.next_attempt_at = None
-    payout.save(
-        update_fields=[
-            "status",
-            "gateway_transfer_id",
-            "paid_at",
-            "next_attempt_at",
-            "updated_at",
-        ]
+    transition(
+        payout, to=Payout.Status.PAID, also=["gateway_transfer_id", "paid_at", "next_attempt_at"]
     )
     ledger.post_payout_paid(
         payout_reference=str(payout.pk),
@@ -248,12 +242,15 @@ def _apply_reversal(payout: Payout, result: TransferResult) -> None:
     target = Payout.status_after_reversal(
         amount=payout.amount, amount_reversed=result.amount_reversed
     )
-    if target != previous and target not in Payout.TRANSITIONS[previous]:
-        raise IllegalTransition(obj_name=f"Payout {payout.pk}", current=previous, target=target)
-    payout.status = target
     payout.amount_reversed = result.amount_reversed
     payout.reversed_at = timezone.now()
-    payout.save(update_fields=["status", "amount_reversed", "reversed_at", "updated_at"])
+    if target != previous:
+        # Raises IllegalTransition (nothing saved) when the table refuses the move.
+        transition(payout, to=target, also=["amount_reversed", "reversed_at"])
+    else:
+        # A further partial reversal stays partially_reversed: not a move, so not the
+        # table's business; only the amounts change.
+        payout.save(update_fields=["amount_reversed", "reversed_at", "updated_at"])
     operators = operator_ids()
     emit_payout(
         "payout.reversed",
@@ -304,10 +301,9 @@ def _payout_failed(payout_id: int, *, code: str) -> Progress:
     with transaction.atomic():
         payout = payout_for_update(payout_id=payout_id)
         if payout.status in (Payout.Status.PENDING, Payout.Status.NEEDS_ACCOUNT):
-            payout.status = Payout.Status.FAILED
             payout.failure_code = code[:64]
             payout.next_attempt_at = None
-            payout.save(update_fields=["status", "failure_code", "next_attempt_at", "updated_at"])
+            transition(payout, to=Payout.Status.FAILED, also=["failure_code", "next_attempt_at"])
             ledger.post_payout_failed(
                 payout_reference=str(payout.pk),
                 user_id=payout.payee_id,

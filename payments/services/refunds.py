@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from common import transitions
 from escrow import services as escrow_services
 from escrow.models import JournalEntry, LedgerAccount, Milestone
 from payments.calls import call_gateway, next_attempt_time
@@ -241,9 +242,8 @@ def refund_apply(*, refund_id: int, result: RefundResult) -> Progress:
 
 def _refund_succeeded(payment: Payment, refund: Refund) -> None:
     """Caller holds the payment and refund locks."""
-    refund.status = Refund.Status.SUCCEEDED
     refund.next_attempt_at = None
-    refund.save(update_fields=["status", "next_attempt_at", "updated_at"])
+    transitions.transition(refund, to=Refund.Status.SUCCEEDED, also=["next_attempt_at"])
     payment.amount_refunded += refund.amount
     payment.save(update_fields=["amount_refunded", "updated_at"])
     if refund.reason == Refund.Reason.OPERATOR:
@@ -300,10 +300,11 @@ def _refund_failed(refund_id: int, *, code: str) -> Progress:
     with transaction.atomic(savepoint=False):
         payment, refund = _lock_refund(refund_id)
         if refund.status == Refund.Status.PENDING:
-            refund.status = Refund.Status.FAILED
             refund.failure_code = code[:64]
             refund.next_attempt_at = None
-            refund.save(update_fields=["status", "failure_code", "next_attempt_at", "updated_at"])
+            transitions.transition(
+                refund, to=Refund.Status.FAILED, also=["failure_code", "next_attempt_at"]
+            )
             if refund.reason == Refund.Reason.OPERATOR:
                 escrow_services.milestone_refund_hold_return(
                     milestone_id=payment.milestone_id, reference=escrow_reference(refund)
