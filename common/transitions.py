@@ -9,8 +9,9 @@ caller's other changed fields in one UPDATE, or hands them to a `Saves` collecto
 
 The apps wrap it with what their models add to a move (escrow's timestamps, review window and
 freeze rule and milestone.status_updated; payments' 3-D Secure clock and payment.status_updated),
-but no code anywhere else assigns a status: tests/common/test_transitions.py walks every table
-and scans the source for assignments.
+but no code anywhere else assigns one of these models' statuses: tests/common/test_transitions.py
+walks every table and scans the source for assignments (the inbox and outbox records,
+WebhookEvent and WebhookDelivery, have no table and are listed there with their reasons).
 """
 
 from __future__ import annotations

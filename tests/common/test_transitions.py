@@ -149,14 +149,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ["escrow", "payments", "accounts", "billing", "disputes", "portal", "realtime", "common"]
 HELPER = "common/transitions.py"
 
-# Milestone and Payment status changes still being moved onto common.transitions.transition
-# (the other half of the issue). The scan skips these files until then; this set must become
-# empty, and test_pending_conversion_lists_only_files_still_converting says when a file is done.
-PENDING_CONVERSION = {
-    "escrow/services/milestones.py",
-    "payments/services/funding.py",
-    "payments/services/webhook_batch.py",
-}
 
 # (file, text of the line) → why the status there is not one of a table's. Each entry must
 # still match something (test_every_inbox_outbox_exception_is_still_used).
@@ -171,6 +163,10 @@ INBOX_OUTBOX = {
     ("payments/services/webhook_replay.py", ".update(status=WebhookEvent.Status.RECEIVED"): (
         "a replay puts an inbox WebhookEvent back to received, guarded by exclude(status__in="
         "APPLIED) in the same UPDATE (inbox record)"
+    ),
+    ("payments/services/webhook_batch.py", "status=WebhookEvent.Status.PROCESSED"): (
+        "the batch path marks the inbox WebhookEvents it applied processed in one UPDATE "
+        "(inbox record)"
     ),
     ("realtime/services/webhooks.py", "delivery.status = WebhookDelivery.Status."): (
         "WebhookDelivery is the outgoing-webhook outbox: pending/succeeded/failed records a "
@@ -222,8 +218,6 @@ def _scan() -> tuple[list[str], set]:
             relative = path.relative_to(ROOT).as_posix()
             if "migrations" in path.parts or relative == HELPER:
                 continue
-            if relative in PENDING_CONVERSION:
-                continue
             source = path.read_text()
             lines = source.splitlines()
             for line, what in _status_writes(ast.parse(source, filename=relative)):
@@ -265,16 +259,6 @@ def test_the_scan_sees_a_status_assignment_and_a_status_update():
     )
 
     assert sorted(line for line, _what in _status_writes(tree)) == [1, 2, 3, 4, 5]
-
-
-def test_pending_conversion_lists_only_files_still_converting():
-    done = [
-        relative
-        for relative in sorted(PENDING_CONVERSION)
-        if not list(_status_writes(ast.parse((ROOT / relative).read_text())))
-    ]
-
-    assert done == [], f"no direct status change left: remove {done} from PENDING_CONVERSION"
 
 
 def test_the_helper_is_the_one_place_left():
