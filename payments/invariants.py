@@ -14,8 +14,8 @@ from django.db.models import Q, Sum
 
 from escrow.models import JournalEntry
 from escrow.selectors import refund_holds_by_reference
+from escrow.services.payables import REVERSAL_PREFIX
 from payments.models import GatewayAttempt, Payment, Payout, Refund, WebhookEvent
-from payments.services.payouts import REVERSAL_PREFIX
 from payments.services.refunds import escrow_reference
 
 _REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refunded")

@@ -41,6 +41,17 @@ def payment_for_milestone(*, user, milestone_id) -> Payment | None:
     return live or payments.order_by("-id").first()
 
 
+def captured_payment_for_milestone(*, milestone_id) -> Payment | None:
+    """The milestone's funding payment whose money the gateway holds (captured: completed or
+    partly refunded), the latest if there were several; a system read for payouts and
+    refunds, no visibility filter."""
+    return (
+        Payment.objects.filter(milestone_id=milestone_id, status__in=Payment.CAPTURED)
+        .order_by("-id")
+        .first()
+    )
+
+
 def payouts_for_user(*, user) -> QuerySet[Payout]:
     """The payouts the user may see, newest first: their own (the payee's), those of a
     milestone in a project they are the homeowner of (whether the contractor was paid), and

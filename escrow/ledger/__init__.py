@@ -45,6 +45,7 @@ from escrow.ledger.flows import (
     post_funding,
     post_payout_failed,
     post_payout_paid,
+    post_payout_reversed,
     post_payout_started,
     post_settlement,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "post_funding",
     "post_payout_failed",
     "post_payout_paid",
+    "post_payout_reversed",
     "post_payout_started",
     "post_settlement",
     "project_escrow_balance",

@@ -119,6 +119,22 @@ def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, curr
     )
 
 
+def post_payout_reversed(
+    *, reference: str, user_id: int, amount: int, currency: str, provider: str, memo: str = ""
+):
+    """The gateway took (part of) a paid payout back: Dr gateway:<provider> / Cr
+    payable:user:<id>, owed to the contractor again."""
+    return _payout_move(
+        reference,
+        JournalEntry.Kind.PAYOUT_REVERSED,
+        gateway_spec(provider, currency),
+        payable_spec(user_id, currency),
+        user_id=user_id,
+        amount=amount,
+        memo=memo,
+    )
+
+
 def _payout_move(
     reference: str,
     kind: str,
@@ -127,6 +143,7 @@ def _payout_move(
     *,
     user_id: int,
     amount: int,
+    memo: str = "",
 ) -> Posted:
     """One step of a payout: Dr `debited` / Cr `credited`, the contractor as the party."""
     return post_entry(
@@ -135,4 +152,5 @@ def _payout_move(
         currency=debited.currency,
         legs=[debit(debited, amount), credit(credited, amount)],
         party_id=user_id,
+        memo=memo,
     )

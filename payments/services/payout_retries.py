@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 
-from escrow import ledger
 from escrow.exceptions import IllegalTransition
+from escrow.services import payables
 from payments.exceptions import PayoutNotFound, PayoutRetryRefused
 from payments.models import Payout
+from payments.services import payouts
 from payments.services._events import emit_payout
 from payments.services.payouts import enqueue_payout
 
@@ -88,12 +89,7 @@ def payout_retry(*, payout_id: int, actor: User) -> Payout:
                 f"still {active.status if active else 'on its way'}; retry payout {source.pk} "
                 "once it has settled."
             ) from None
-        ledger.post_payout_started(
-            payout_reference=str(payout.pk),
-            user_id=payout.payee_id,
-            amount=payout.amount,
-            currency=payout.currency,
-        )
+        payables.payable_transfer_started(payouts._transfer(payout))
         emit_payout("payout.started", payout, retry_of=source.pk)
         logger.info(
             "payout retried",

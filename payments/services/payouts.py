@@ -17,13 +17,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.transitions import transition
-from escrow import ledger
-from escrow.models import JournalEntry, LedgerAccount, Milestone
+from escrow import selectors as escrow_selectors
+from escrow.models import Milestone
+from escrow.services import payables
+from payments import selectors
 from payments.calls import call_gateway, next_attempt_time
 from payments.exceptions import TransferReversalInvalid
 from payments.gateways import GatewayError, TransferResult, get_gateway
 from payments.locks import payout_for_update
-from payments.models import GatewayAttempt, Payment, Payout
+from payments.models import GatewayAttempt, Payout
 from payments.services._events import emit_payout, operator_ids, operators_email
 from payments.services.processing import Progress
 
@@ -38,17 +40,15 @@ def transfer_group_for(project_id: int) -> str:
     return f"project-{project_id}"
 
 
-def _payable_amount(milestone_id: int, contractor_id: int) -> int:
-    for kind in (JournalEntry.Kind.RELEASE, JournalEntry.Kind.SPLIT):
-        entry = JournalEntry.objects.filter(reference=f"{kind}:{milestone_id}").first()
-        if entry is not None:
-            return -sum(
-                posting.amount
-                for posting in entry.postings.select_related("account")
-                if posting.account.kind == LedgerAccount.Kind.PAYABLE
-                and posting.account.user_id == contractor_id
-            )
-    return 0
+def _transfer(payout: Payout) -> payables.PayableTransfer:
+    """The payout as escrow's ledger knows it."""
+    return payables.PayableTransfer(
+        reference=str(payout.pk),
+        user_id=payout.payee_id,
+        amount=payout.amount,
+        currency=payout.currency,
+        provider=payout.provider,
+    )
 
 
 def payout_start(*, milestone_id: int) -> Payout | None:
@@ -57,18 +57,13 @@ def payout_start(*, milestone_id: int) -> Payout | None:
     Idempotent: one first payout per milestone (a unique constraint; what a failed or
     reversed one leaves owed is paid by `payout_retry`). Posts payable → in transit and
     enqueues the transfer after commit. Returns None when nothing is owed."""
-    milestone = Milestone.objects.select_related("project").filter(pk=milestone_id).first()
-    if milestone is None:
+    settlement = escrow_selectors.milestone_settlement(milestone_id=milestone_id)
+    if settlement is None or settlement.payout_amount <= 0:
         return None
+    milestone = Milestone.objects.select_related("project").get(pk=milestone_id)
     project = milestone.project
-    amount = _payable_amount(milestone_id, project.contractor_id)
-    if amount <= 0:
-        return None
-    payment = (
-        Payment.objects.filter(milestone_id=milestone_id, status__in=Payment.CAPTURED)
-        .order_by("-id")
-        .first()
-    )
+    amount = settlement.payout_amount
+    payment = selectors.captured_payment_for_milestone(milestone_id=milestone_id)
     provider = payment.provider if payment else milestone.funded_via or settings.PAYMENT_GATEWAY
     with transaction.atomic(durable=True):
         existing = Payout.objects.filter(milestone_id=milestone_id, retry_of=None).first()
@@ -87,12 +82,7 @@ def payout_start(*, milestone_id: int) -> Payout | None:
                 )
         except IntegrityError:
             return Payout.objects.get(milestone_id=milestone_id, retry_of=None)
-        ledger.post_payout_started(
-            payout_reference=str(payout.pk),
-            user_id=payout.payee_id,
-            amount=payout.amount,
-            currency=payout.currency,
-        )
+        payables.payable_transfer_started(_transfer(payout))
         emit_payout("payout.started", payout)
         transaction.on_commit(lambda: enqueue_payout(payout))
     return payout
@@ -207,25 +197,8 @@ def _mark_paid(payout: Payout, result: TransferResult) -> None:
     transition(
         payout, to=Payout.Status.PAID, also=["gateway_transfer_id", "paid_at", "next_attempt_at"]
     )
-    ledger.post_payout_paid(
-        payout_reference=str(payout.pk),
-        user_id=payout.payee_id,
-        amount=payout.amount,
-        currency=payout.currency,
-        provider=payout.provider,
-    )
+    payables.payable_transfer_paid(_transfer(payout))
     emit_payout("payout.paid", payout, transfer_id=result.id)
-
-
-def reversal_reference(payout_id: int, amount_reversed: int) -> str:
-    """One ledger entry per step of the cumulative reversed amount: it only grows, so each
-    step has its own reference, and a repeated step (a webhook delivered twice, or the same
-    amount seen by reconciliation) is refused by the unique reference even if the payout's
-    own check were bypassed."""
-    return f"{REVERSAL_PREFIX}{payout_id}:{amount_reversed}"
-
-
-REVERSAL_PREFIX = "payout-reversal:"
 
 
 def _apply_reversal(payout: Payout, result: TransferResult) -> None:
@@ -261,15 +234,10 @@ def _apply_reversal(payout: Payout, result: TransferResult) -> None:
         reversal_amount=step,
         transfer_id=result.id or payout.gateway_transfer_id,
     )
-    ledger.post_entry(
-        reference=reversal_reference(payout.pk, payout.amount_reversed),
-        kind=JournalEntry.Kind.PAYOUT_REVERSED,
-        currency=payout.currency,
-        legs=[
-            ledger.debit(ledger.gateway_spec(payout.provider, payout.currency), step),
-            ledger.credit(ledger.payable_spec(payout.payee_id, payout.currency), step),
-        ],
-        party_id=payout.payee_id,
+    payables.payable_transfer_reversed(
+        _transfer(payout),
+        step=step,
+        amount_reversed=payout.amount_reversed,
         memo=f"transfer {result.id or payout.gateway_transfer_id} reversed",
     )
     operators_email(
@@ -304,12 +272,7 @@ def _payout_failed(payout_id: int, *, code: str) -> Progress:
             payout.failure_code = code[:64]
             payout.next_attempt_at = None
             transition(payout, to=Payout.Status.FAILED, also=["failure_code", "next_attempt_at"])
-            ledger.post_payout_failed(
-                payout_reference=str(payout.pk),
-                user_id=payout.payee_id,
-                amount=payout.amount,
-                currency=payout.currency,
-            )
+            payables.payable_transfer_failed(_transfer(payout))
             emit_payout("payout.failed", payout, failure_code=payout.failure_code)
     return Progress(Payout.Status.FAILED)
 

@@ -17,8 +17,10 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from common import transitions
+from escrow import selectors as escrow_selectors
 from escrow import services as escrow_services
-from escrow.models import JournalEntry, LedgerAccount, Milestone
+from escrow.models import Milestone
+from payments import selectors
 from payments.calls import call_gateway, next_attempt_time
 from payments.exceptions import PaymentNotRefundable, RefundTooLarge
 from payments.gateways import GatewayError, RefundResult, get_gateway
@@ -130,24 +132,11 @@ def milestone_refund_start(*, milestone_id: int) -> Refund | None:
     """Carry out escrow's refund of a milestone (or the refunded part of a split) at the
     gateway. Escrow has already posted Dr escrow / Cr gateway. Idempotent: one refund per
     milestone (a unique constraint). Returns None when there is nothing to refund."""
-    reference = None
-    for kind in (JournalEntry.Kind.REFUND, JournalEntry.Kind.SPLIT):
-        entry = JournalEntry.objects.filter(reference=f"{kind}:{milestone_id}").first()
-        if entry is not None:
-            reference = entry
-            break
-    if reference is None:
+    settlement = escrow_selectors.milestone_settlement(milestone_id=milestone_id)
+    if settlement is None:
         return None
-    amount = -sum(
-        posting.amount
-        for posting in reference.postings.select_related("account")
-        if posting.account.kind == LedgerAccount.Kind.GATEWAY
-    )
-    payment = (
-        Payment.objects.filter(milestone_id=milestone_id, status__in=Payment.CAPTURED)
-        .order_by("-id")
-        .first()
-    )
+    amount = settlement.refund_amount
+    payment = selectors.captured_payment_for_milestone(milestone_id=milestone_id)
     if amount <= 0 or payment is None:
         return None
     with transaction.atomic(durable=True):
