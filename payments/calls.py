@@ -61,6 +61,18 @@ def last_outcome(idempotency_key: str) -> str | None:
     )
 
 
+def carry_out(call, *, applied, deferred, refused):
+    """The life of one gateway call for one of our rows: `call()` (a call_gateway), then
+    `applied(result)` when it answered, `deferred(error)` for a transient error (retried
+    later, from the row's next_attempt_at) and `refused(error)` for a definitive one. Returns
+    what the chosen step returns (a Progress, for payments, refunds and payouts alike)."""
+    try:
+        result = call()
+    except GatewayError as exc:
+        return deferred(exc) if exc.transient else refused(exc)
+    return applied(result)
+
+
 def call_gateway(
     *,
     provider: str,

@@ -21,7 +21,7 @@ from escrow import selectors as escrow_selectors
 from escrow.models import Milestone
 from escrow.services import payables
 from payments import selectors
-from payments.calls import call_gateway, next_attempt_time
+from payments.calls import call_gateway, carry_out, next_attempt_time
 from payments.exceptions import TransferReversalInvalid
 from payments.gateways import GatewayError, TransferResult, get_gateway
 from payments.locks import payout_for_update
@@ -118,8 +118,8 @@ def payout_process(*, payout_id: int) -> Progress | None:
             locked.save(update_fields=["destination", "updated_at"])
     key = transfer_key(payout)
     source = payout.payment.gateway_charge_id if payout.payment else ""
-    try:
-        result = call_gateway(
+    return carry_out(
+        lambda: call_gateway(
             provider=payout.provider,
             operation=GatewayAttempt.Operation.TRANSFER,
             idempotency_key=key,
@@ -133,12 +133,11 @@ def payout_process(*, payout_id: int) -> Progress | None:
                 metadata={"payout_id": payout.pk, "milestone_id": payout.milestone_id},
                 idempotency_key=key,
             ),
-        )
-    except GatewayError as exc:
-        if exc.transient:
-            return _defer(payout.pk, exc)
-        return _payout_failed(payout.pk, code=exc.code)
-    return payout_apply(payout_id=payout.pk, result=result)
+        ),
+        applied=lambda result: payout_apply(payout_id=payout.pk, result=result),
+        deferred=lambda exc: _defer(payout.pk, exc),
+        refused=lambda exc: _payout_failed(payout.pk, code=exc.code),
+    )
 
 
 def payout_apply(*, payout_id: int, result: TransferResult) -> Progress:

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from payments import breaker
-from payments.calls import BreakerOpen, call_gateway, last_outcome, next_attempt_time
+from payments.calls import BreakerOpen, call_gateway, carry_out, last_outcome, next_attempt_time
 from payments.gateways import CardDeclined, GatewayError, IntentResult, get_gateway
 from payments.locks import payment_for_update
 from payments.models import GatewayAttempt, Payment
@@ -48,6 +48,13 @@ def capture_key(payment: Payment) -> str:
 
 def cancel_key(payment: Payment) -> str:
     return f"payment:{payment.pk}:cancel"
+
+
+def _call(payment: Payment, operation: str, key: str, fn):
+    """One gateway call for `payment` (payments.calls.call_gateway: breaker, attempt row)."""
+    return call_gateway(
+        provider=payment.provider, operation=operation, idempotency_key=key, payment=payment, fn=fn
+    )
 
 
 def payment_process(*, payment_id: int) -> Progress | None:
@@ -104,12 +111,11 @@ def _authorize(payment: Payment, gateway) -> Progress | None:
             intent = _resolve(payment, gateway, key)
         if intent is None:
             method = payment.payment_method
-            intent = call_gateway(
-                provider=payment.provider,
-                operation=GatewayAttempt.Operation.AUTHORIZE,
-                idempotency_key=key,
-                payment=payment,
-                fn=lambda: gateway.create_payment(
+            intent = _call(
+                payment,
+                GatewayAttempt.Operation.AUTHORIZE,
+                key,
+                lambda: gateway.create_payment(
                     amount=payment.amount,
                     currency=payment.currency,
                     payment_method=method.token if method else "",
@@ -134,8 +140,7 @@ def _authorize(payment: Payment, gateway) -> Progress | None:
         if exc.transient:
             return _defer(payment.pk, exc)
         return _fail(payment.pk, code=exc.code, message=exc.message)
-    _apply_intent_locked_tx(payment.pk, intent, followup=False)
-    return None
+    return _go_on(payment.pk, intent)
 
 
 def _resolve(payment: Payment, gateway, key: str) -> IntentResult | None:
@@ -145,12 +150,11 @@ def _resolve(payment: Payment, gateway, key: str) -> IntentResult | None:
     lookup = getattr(gateway, "lookup_payment", None)
     if lookup is None:
         return None
-    return call_gateway(
-        provider=payment.provider,
-        operation=GatewayAttempt.Operation.RETRIEVE,
-        idempotency_key=key,
-        payment=payment,
-        fn=lambda: lookup(idempotency_key=key),
+    return _call(
+        payment,
+        GatewayAttempt.Operation.RETRIEVE,
+        key,
+        lambda: lookup(idempotency_key=key),
     )
 
 
@@ -166,21 +170,19 @@ def _verification_check(payment: Payment, gateway) -> Progress | None:
     if deadline > timezone.now() or not payment.gateway_payment_id:
         return Progress(payment.status, deadline)
     try:
-        current = call_gateway(
-            provider=payment.provider,
-            operation=GatewayAttempt.Operation.RETRIEVE,
-            idempotency_key=f"payment:{payment.pk}:retrieve",
-            payment=payment,
-            fn=lambda: gateway.retrieve_payment(payment_id=payment.gateway_payment_id),
+        current = _call(
+            payment,
+            GatewayAttempt.Operation.RETRIEVE,
+            f"payment:{payment.pk}:retrieve",
+            lambda: gateway.retrieve_payment(payment_id=payment.gateway_payment_id),
         )
         if current.status == "requires_action":
             key = cancel_key(payment)
-            current = call_gateway(
-                provider=payment.provider,
-                operation=GatewayAttempt.Operation.CANCEL,
-                idempotency_key=key,
-                payment=payment,
-                fn=lambda: gateway.cancel_payment(
+            current = _call(
+                payment,
+                GatewayAttempt.Operation.CANCEL,
+                key,
+                lambda: gateway.cancel_payment(
                     payment_id=payment.gateway_payment_id, idempotency_key=key
                 ),
             )
@@ -190,45 +192,43 @@ def _verification_check(payment: Payment, gateway) -> Progress | None:
         current = _retrieve(payment, gateway)
         if current is None:
             return _defer(payment.pk, exc)
-    _apply_intent_locked_tx(payment.pk, current, followup=False)
-    return None
+    return _go_on(payment.pk, current)
 
 
 def _capture(payment: Payment, gateway) -> Progress | None:
     key = capture_key(payment)
-    try:
-        intent = call_gateway(
-            provider=payment.provider,
-            operation=GatewayAttempt.Operation.CAPTURE,
-            idempotency_key=key,
-            payment=payment,
-            fn=lambda: gateway.capture_payment(
+    return carry_out(
+        lambda: _call(
+            payment,
+            GatewayAttempt.Operation.CAPTURE,
+            key,
+            lambda: gateway.capture_payment(
                 payment_id=payment.gateway_payment_id, idempotency_key=key
             ),
-        )
-    except GatewayError as exc:
-        if exc.transient:
-            return _defer(payment.pk, exc)
-        # A refused capture may only mean the gateway is already past it (captured by an
-        # earlier attempt whose answer we lost under another key, or automatically): ask what
-        # the payment is before declaring it declined.
-        current = _retrieve(payment, gateway)
-        if current is not None and current.status == "succeeded":
-            _apply_intent_locked_tx(payment.pk, current, followup=False)
-            return None
-        return _fail(payment.pk, code=exc.code, message=exc.message)
-    _apply_intent_locked_tx(payment.pk, intent, followup=False)
-    return None
+        ),
+        applied=lambda intent: _go_on(payment.pk, intent),
+        deferred=lambda exc: _defer(payment.pk, exc),
+        refused=lambda exc: _capture_refused(payment, gateway, exc),
+    )
+
+
+def _capture_refused(payment: Payment, gateway, exc: GatewayError) -> Progress | None:
+    """A refused capture may only mean the gateway is already past it (captured by an earlier
+    attempt whose answer we lost under another key, or automatically): ask what the payment
+    is before declaring it declined."""
+    current = _retrieve(payment, gateway)
+    if current is not None and current.status == "succeeded":
+        return _go_on(payment.pk, current)
+    return _fail(payment.pk, code=exc.code, message=exc.message)
 
 
 def _retrieve(payment: Payment, gateway) -> IntentResult | None:
     try:
-        return call_gateway(
-            provider=payment.provider,
-            operation=GatewayAttempt.Operation.RETRIEVE,
-            idempotency_key=f"payment:{payment.pk}:retrieve",
-            payment=payment,
-            fn=lambda: gateway.retrieve_payment(payment_id=payment.gateway_payment_id),
+        return _call(
+            payment,
+            GatewayAttempt.Operation.RETRIEVE,
+            f"payment:{payment.pk}:retrieve",
+            lambda: gateway.retrieve_payment(payment_id=payment.gateway_payment_id),
         )
     except GatewayError:
         return None
@@ -267,6 +267,11 @@ def _fail(payment_id: int, *, code: str, message: str, gateway_id: str = "") -> 
     return Progress(payment.status)
 
 
+def _go_on(payment_id: int, intent: IntentResult) -> None:
+    """Apply what the gateway answered; None: payment_process goes on from the new status."""
+    _apply_intent_locked_tx(payment_id, intent, followup=False)
+
+
 def _apply_intent_locked_tx(payment_id: int, intent: IntentResult, *, followup: bool) -> bool:
     with transaction.atomic():
         payment = payment_for_update(payment_id=payment_id)
@@ -283,12 +288,9 @@ def payment_cancel_at_gateway(*, payment_id: int) -> None:
         return
     gateway = get_gateway(payment.provider)
     key = cancel_key(payment)
-    call_gateway(
-        provider=payment.provider,
-        operation=GatewayAttempt.Operation.CANCEL,
-        idempotency_key=key,
-        payment=payment,
-        fn=lambda: gateway.cancel_payment(
-            payment_id=payment.gateway_payment_id, idempotency_key=key
-        ),
+    _call(
+        payment,
+        GatewayAttempt.Operation.CANCEL,
+        key,
+        lambda: gateway.cancel_payment(payment_id=payment.gateway_payment_id, idempotency_key=key),
     )

@@ -21,7 +21,7 @@ from escrow import selectors as escrow_selectors
 from escrow import services as escrow_services
 from escrow.models import Milestone
 from payments import selectors
-from payments.calls import call_gateway, next_attempt_time
+from payments.calls import call_gateway, carry_out, next_attempt_time
 from payments.exceptions import PaymentNotRefundable, RefundTooLarge
 from payments.gateways import GatewayError, RefundResult, get_gateway
 from payments.locks import payment_for_update, refund_for_update
@@ -190,8 +190,8 @@ def refund_process(*, refund_id: int) -> Progress | None:
     payment = refund.payment
     gateway = get_gateway(payment.provider)
     key = refund_key(refund)
-    try:
-        result = call_gateway(
+    return carry_out(
+        lambda: call_gateway(
             provider=payment.provider,
             operation=GatewayAttempt.Operation.REFUND,
             idempotency_key=key,
@@ -203,12 +203,11 @@ def refund_process(*, refund_id: int) -> Progress | None:
                 metadata={"refund_id": refund.pk, "payment_id": payment.pk},
                 idempotency_key=key,
             ),
-        )
-    except GatewayError as exc:
-        if exc.transient:
-            return _defer(refund.pk, exc)
-        return _refund_failed(refund.pk, code=exc.code)
-    return refund_apply(refund_id=refund.pk, result=result)
+        ),
+        applied=lambda result: refund_apply(refund_id=refund.pk, result=result),
+        deferred=lambda exc: _defer(refund.pk, exc),
+        refused=lambda exc: _refund_failed(refund.pk, code=exc.code),
+    )
 
 
 def refund_apply(*, refund_id: int, result: RefundResult) -> Progress:
