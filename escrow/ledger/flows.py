@@ -81,8 +81,11 @@ def post_settlement(
     )
 
 
-def post_payout_started(*, payout_reference: str, user_id: int, amount: int, currency: str):
-    """A payout to a contractor was sent: Dr payable:user:<id> / Cr payout:in_transit."""
+def post_payout_started(
+    *, payout_reference: str, user_id: int, amount: int, currency: str, provider: str = ""
+):
+    """A payout to a contractor was sent: Dr payable:user:<id> / Cr payout:in_transit (between
+    our own accounts: `provider` is not needed)."""
     return _payout_move(
         f"payout:{payout_reference}",
         JournalEntry.Kind.PAYOUT_STARTED,
@@ -107,8 +110,11 @@ def post_payout_paid(
     )
 
 
-def post_payout_failed(*, payout_reference: str, user_id: int, amount: int, currency: str):
-    """A sent payout failed: the money is owed to the contractor again."""
+def post_payout_failed(
+    *, payout_reference: str, user_id: int, amount: int, currency: str, provider: str = ""
+):
+    """A sent payout failed: the money is owed to the contractor again (in transit → payable;
+    `provider` is not needed)."""
     return _payout_move(
         f"payout-failed:{payout_reference}",
         JournalEntry.Kind.PAYOUT_FAILED,

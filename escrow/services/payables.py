@@ -26,33 +26,26 @@ class PayableTransfer:
     currency: str
     provider: str
 
+    def ledger_args(self) -> dict:
+        return {
+            "payout_reference": self.reference,
+            "user_id": self.user_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "provider": self.provider,
+        }
+
 
 def payable_transfer_started(transfer: PayableTransfer) -> None:
-    ledger.post_payout_started(
-        payout_reference=transfer.reference,
-        user_id=transfer.user_id,
-        amount=transfer.amount,
-        currency=transfer.currency,
-    )
+    ledger.post_payout_started(**transfer.ledger_args())
 
 
 def payable_transfer_paid(transfer: PayableTransfer) -> None:
-    ledger.post_payout_paid(
-        payout_reference=transfer.reference,
-        user_id=transfer.user_id,
-        amount=transfer.amount,
-        currency=transfer.currency,
-        provider=transfer.provider,
-    )
+    ledger.post_payout_paid(**transfer.ledger_args())
 
 
 def payable_transfer_failed(transfer: PayableTransfer) -> None:
-    ledger.post_payout_failed(
-        payout_reference=transfer.reference,
-        user_id=transfer.user_id,
-        amount=transfer.amount,
-        currency=transfer.currency,
-    )
+    ledger.post_payout_failed(**transfer.ledger_args())
 
 
 # One ledger entry per step of the cumulative reversed amount: it only grows, so each step has
