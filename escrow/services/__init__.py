@@ -1,6 +1,11 @@
 """Every write in escrow. Import from here: `from escrow import services`."""
 
 from escrow.services.details import milestone_update_details, project_update_details
+from escrow.services.freezes import (
+    milestone_freeze,
+    milestone_settle_dispute,
+    milestone_unfreeze,
+)
 from escrow.services.funding import (
     FundingBatch,
     milestone_fund_start,
@@ -18,13 +23,10 @@ from escrow.services.milestones import (
     milestone_approve,
     milestone_auto_release_due,
     milestone_cancel,
-    milestone_freeze,
     milestone_refund,
     milestone_refund_locked,
     milestone_request_inspection,
-    milestone_settle_dispute,
     milestone_submit,
-    milestone_unfreeze,
     transition,
 )
 from escrow.services.projects import project_cancel, project_create, project_sign
