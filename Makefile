@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run serve worker test lint format migrate bench-ledger clean
+.PHONY: install run serve worker test lint format migrate bench-ledger bench-funding clean
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ test: install $(CHROMIUM) $(NGINX)
 bench-ledger: install
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
 	  $(PY) bench/ledger.py $(BENCH_ARGS)
+
+# The whole money-in path on the full stack (docs/PERFORMANCE.md); loopback only.
+bench-funding: install
+	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
+	  $(PY) bench/funding.py $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
